@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine: system packages
+# (OpenMPI, numactl, buildah, debootstrap, shellcheck) and the Python packages (modelpkg in
+# editable mode with its TensorFlow, PyTorch and test extras). Safe to run again.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(
+    openmpi-bin libopenmpi-dev numactl
+    openssh-client
+    buildah debootstrap fuse-overlayfs
+    shellcheck
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing system packages: ${missing[*]}"
+    SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+    ${SUDO} apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive ${SUDO} apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "setup: installing Python packages"
+# torch is pinned to the CPU build; a bare 'torch' would pull several GB of CUDA wheels.
+python3 -m pip install -q "torch==2.13.0" -e ".[tensorflow,pytorch,test]"
+echo "setup: done"
