@@ -1,0 +1,151 @@
+"""Pretraining batches from MLCommons-style TFRecord shards (no TensorFlow needed).
+
+Each record is a ``tf.train.Example`` written by ``create_pretraining_data.py`` with
+``input_ids``, ``input_mask``, ``segment_ids`` [seq_len], ``masked_lm_positions``,
+``masked_lm_ids``, ``masked_lm_weights`` [max_predictions] and ``next_sentence_labels`` [1].
+Files are split across ranks when there are at least as many files as ranks, else records are.
+"""
+
+from __future__ import annotations
+
+import glob
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.bert_large.pytorch.tfrecord_reader import iter_examples
+
+__all__ = ["PHASE_GLOBS", "find_files", "record_shape", "PretrainingBatches"]
+
+# Dataset layout of seed 001: DATASET_DIR/seq_128/part-*_128 and DATASET_DIR/seq_512/part-*
+PHASE_GLOBS = {1: "seq_128/part-*_128", 2: "seq_512/part-*"}
+
+INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids")
+
+
+def find_files(dataset_dir: str | Path, pattern: str) -> list[str]:
+    files = sorted(glob.glob(str(Path(dataset_dir) / pattern)))
+    if not files:
+        raise FileNotFoundError(
+            f"no TFRecord files match {Path(dataset_dir) / pattern}; set DATASET_DIR to the "
+            "directory holding seq_128/part-*_128 and seq_512/part-* (see the README's Datasets)"
+        )
+    return files
+
+
+def record_shape(path: str | Path) -> tuple[int, int]:
+    """(sequence length, max predictions per sequence) of the first record of ``path``."""
+    for ex in iter_examples(path):
+        if "input_ids" not in ex or "masked_lm_positions" not in ex:
+            raise ValueError(f"{path}: records lack input_ids/masked_lm_positions; "
+                             "not a BERT pretraining file")
+        return len(ex["input_ids"]), len(ex["masked_lm_positions"])
+    raise ValueError(f"{path} holds no records")
+
+
+def _example_arrays(ex: dict, seq_len: int, max_pred: int, path: str) -> dict[str, np.ndarray]:
+    out = {}
+    for name in INT_FEATURES:
+        if name not in ex:
+            raise ValueError(f"{path}: record has no feature {name!r}; not a BERT pretraining file")
+        out[name] = ex[name]
+    if out["input_ids"].shape[0] != seq_len:
+        raise ValueError(
+            f"{path}: records have sequence length {out['input_ids'].shape[0]}, expected {seq_len}"
+        )
+    weights = ex.get("masked_lm_weights")
+    if weights is None:
+        weights = (out["masked_lm_ids"] != 0).astype(np.float32)
+    out["masked_lm_weights"] = weights
+    out["next_sentence_labels"] = ex.get("next_sentence_labels", np.zeros(1, np.int64))[:1]
+    # pad/trim predictions to a fixed width so batches stack
+    for name in ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
+        v = out[name][:max_pred]
+        if v.shape[0] < max_pred:
+            v = np.concatenate([v, np.zeros(max_pred - v.shape[0], v.dtype)])
+        out[name] = v
+    return out
+
+
+class PretrainingBatches:
+    """Endless iterator of batches (dict of tensors) for one rank, reshuffled every epoch."""
+
+    def __init__(
+        self,
+        files: list[str],
+        batch_size: int,
+        seq_len: int,
+        max_predictions: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 12345,
+        shuffle_buffer: int = 1000,
+    ):
+        self.files = list(files)
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.max_predictions = max_predictions
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+
+    def _examples(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        rng = random.Random(self.seed + epoch)
+        files = list(self.files)
+        rng.shuffle(files)  # same order on every rank (same seed)
+        split_files = len(files) >= self.world_size
+        if split_files:
+            files = files[self.rank :: self.world_size]
+        i = 0
+        for path in files:
+            for ex in iter_examples(path):
+                if split_files or i % self.world_size == self.rank:
+                    yield _example_arrays(ex, self.seq_len, self.max_predictions, path)
+                i += 1
+
+    def _shuffled(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        rng = random.Random(self.seed * 7919 + epoch * 31 + self.rank)
+        buf: list[dict] = []
+        for ex in self._examples(epoch):
+            buf.append(ex)
+            if len(buf) >= self.shuffle_buffer:
+                j = rng.randrange(len(buf))
+                buf[j], buf[-1] = buf[-1], buf[j]
+                yield buf.pop()
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        epoch = 0
+        batch: list[dict] = []  # carried over epochs, so a tiny dataset still fills batches
+        while True:
+            n = 0
+            for ex in self._shuffled(epoch):
+                n += 1
+                batch.append(ex)
+                if len(batch) == self.batch_size:
+                    yield self._collate(batch)
+                    batch = []
+            if n == 0:
+                raise ValueError(
+                    f"rank {self.rank} got no records from {len(self.files)} file(s); "
+                    "the dataset is empty or smaller than the number of processes"
+                )
+            epoch += 1  # the next epoch reshuffles
+
+    @staticmethod
+    def _collate(batch: list[dict]) -> dict[str, torch.Tensor]:
+        stacked = {k: np.stack([ex[k] for ex in batch]) for k in batch[0]}
+        return {
+            "input_ids": torch.from_numpy(stacked["input_ids"]),
+            "token_type_ids": torch.from_numpy(stacked["segment_ids"]),
+            "attention_mask": torch.from_numpy(stacked["input_mask"]),
+            "masked_lm_positions": torch.from_numpy(stacked["masked_lm_positions"]),
+            "masked_lm_ids": torch.from_numpy(stacked["masked_lm_ids"]),
+            "masked_lm_weights": torch.from_numpy(stacked["masked_lm_weights"].astype(np.float32)),
+            "next_sentence_labels": torch.from_numpy(stacked["next_sentence_labels"].reshape(-1)),
+        }

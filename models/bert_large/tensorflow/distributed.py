@@ -1,0 +1,176 @@
+"""Gradient averaging and weight broadcast across MPI ranks for TensorFlow training.
+
+Engine: Horovod when ``import horovod.tensorflow`` works, otherwise MPI through mpi4py (the
+default: Horovod 0.28 does not build against TF 2.21). With mpi4py the gradients of one step
+are flattened into a single float32 buffer and reduced with one ``MPI_Allreduce``.
+
+Ranks come from the launcher's environment (``models.common.dist_env``); with one process
+every function here is a cheap no-op and MPI is never initialised.
+
+Launch (two ranks on one host)::
+
+    mpirun --allow-run-as-root --oversubscribe -np 2 python run_squad.py ... \\
+        --mpi_workers_sync_gradients=True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from models.common import dist_env
+
+__all__ = ["Communicator", "get_communicator", "scaled_learning_rate"]
+
+
+def scaled_learning_rate(lr: float, world_size: int) -> float:
+    """Square-root learning-rate scaling for a global batch ``world_size`` times larger."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    return lr * math.sqrt(world_size)
+
+
+def _flatten(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+    return tf.concat([tf.reshape(tf.cast(tf.convert_to_tensor(t), tf.float32), [-1])
+                      for t in tensors], axis=0)
+
+
+def _unflatten(flat: tf.Tensor, like: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    sizes = [int(np.prod(t.shape)) for t in like]
+    parts = tf.split(flat, sizes) if len(sizes) > 1 else [flat]
+    return [tf.cast(tf.reshape(p, t.shape), t.dtype) for p, t in zip(parts, like)]
+
+
+class Communicator:
+    """Collectives for one training process. ``engine`` is "none", "mpi4py" or "horovod"."""
+
+    def __init__(self, env: dist_env.DistEnv, engine: str, backend: Any = None):
+        self.env = env
+        self.engine = engine
+        self._backend = backend  # mpi4py COMM_WORLD or the horovod.tensorflow module
+
+    @property
+    def rank(self) -> int:
+        return self.env.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    # -- gradients -------------------------------------------------------------------------
+    def allreduce_mean(self, grads: Sequence[tf.Tensor | tf.IndexedSlices | None]) -> list:
+        """Average ``grads`` over all ranks. Works eagerly and inside ``tf.function``.
+
+        ``None`` entries stay ``None``; IndexedSlices (embedding lookups) are made dense."""
+        if self.world_size == 1:
+            return list(grads)
+        present = [i for i, g in enumerate(grads) if g is not None]
+        dense = [tf.convert_to_tensor(grads[i]) for i in present]
+        if self.engine == "horovod":
+            hvd = self._backend
+            reduced = [hvd.allreduce(g, op=hvd.Average) for g in dense]
+        else:
+            flat = _flatten(dense)
+            summed = tf.numpy_function(self._allreduce_sum_np, [flat], tf.float32,
+                                       stateful=True, name="mpi_allreduce")
+            summed.set_shape(flat.shape)
+            reduced = _unflatten(summed / float(self.world_size), dense)
+        out = list(grads)
+        for i, g in zip(present, reduced):
+            out[i] = g
+        return out
+
+    def _allreduce_sum_np(self, flat: np.ndarray) -> np.ndarray:
+        from mpi4py import MPI
+
+        flat = np.ascontiguousarray(flat, dtype=np.float32)
+        result = np.empty_like(flat)
+        self._backend.Allreduce(flat, result, op=MPI.SUM)
+        return result
+
+    # -- variables -------------------------------------------------------------------------
+    def broadcast_variables(self, variables: Sequence[tf.Variable], root: int = 0) -> None:
+        """Overwrite ``variables`` on every rank with the values of rank ``root``."""
+        if self.world_size == 1 or not variables:
+            return
+        if self.engine == "horovod":
+            self._backend.broadcast_variables(list(variables), root_rank=root)
+            return
+        # One buffer per dtype (float weights, integer RNG states), exact bits preserved.
+        values = [np.asarray(v.numpy()) for v in variables]
+        for dtype in sorted({a.dtype.str for a in values}):
+            idx = [i for i, a in enumerate(values) if a.dtype.str == dtype]
+            buf = np.ascontiguousarray(np.concatenate([values[i].ravel() for i in idx]))
+            self._backend.Bcast(buf, root=root)
+            offset = 0
+            for i in idx:
+                size = values[i].size
+                variables[i].assign(buf[offset:offset + size].reshape(values[i].shape))
+                offset += size
+
+    # -- small Python objects (metrics, fingerprints) ---------------------------------------
+    def allgather(self, obj: Any) -> list:
+        """Every rank's ``obj`` (picklable), in rank order."""
+        if self.world_size == 1:
+            return [obj]
+        if self.engine == "horovod":
+            return list(self._backend.allgather_object(obj))
+        return self._backend.allgather(obj)
+
+    def barrier(self) -> None:
+        if self.world_size == 1:
+            return
+        if self.engine == "horovod":
+            self._backend.allreduce(tf.constant(0.0), op=self._backend.Sum)
+        else:
+            self._backend.Barrier()
+
+    def all_equal(self, value: Any) -> bool:
+        """True when ``value`` is the same on every rank."""
+        values = self.allgather(value)
+        return all(v == values[0] for v in values)
+
+
+def _try_horovod() -> Any:
+    try:
+        import horovod.tensorflow as hvd  # noqa: PLC0415 - optional engine
+    except ImportError:
+        return None
+    return hvd
+
+
+def get_communicator(engine: str = "auto",
+                     env: dist_env.DistEnv | None = None,
+                     horovod_import: Callable[[], Any] = _try_horovod) -> Communicator:
+    """Communicator for this process. ``engine``: "auto" (Horovod if importable, else mpi4py),
+    "horovod" or "mpi4py". A single process never touches MPI."""
+    env = env or dist_env.from_environ()
+    if env.world_size == 1:
+        return Communicator(env, "none")
+    if engine not in ("auto", "horovod", "mpi4py"):
+        raise ValueError(f"engine must be auto, horovod or mpi4py, got {engine!r}")
+    if engine in ("auto", "horovod"):
+        hvd = horovod_import()
+        if hvd is not None:
+            hvd.init()
+            if hvd.size() != env.world_size:
+                raise RuntimeError(f"Horovod sees {hvd.size()} ranks but the launcher set "
+                                   f"{env.world_size}; launch with mpirun/horovodrun")
+            return Communicator(env, "horovod", hvd)
+        if engine == "horovod":
+            raise RuntimeError("engine 'horovod' requested but horovod.tensorflow cannot be "
+                               "imported; install horovod or use engine 'mpi4py'")
+    try:
+        from mpi4py import MPI  # noqa: PLC0415
+    except ImportError as err:
+        raise RuntimeError(f"{env.world_size} ranks need mpi4py for gradient exchange "
+                           f"(pip install mpi4py): {err}") from err
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != env.world_size or comm.Get_rank() != env.rank:
+        raise RuntimeError(f"MPI reports rank {comm.Get_rank()}/{comm.Get_size()} but the "
+                           f"environment says {env.rank}/{env.world_size}; start the ranks "
+                           "with mpirun")
+    return Communicator(env, "mpi4py", comm)

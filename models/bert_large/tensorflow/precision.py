@@ -1,0 +1,41 @@
+"""Numeric precision for the TensorFlow BERT code.
+
+``fp32``: everything in float32. ``bf16``: the Keras ``mixed_bfloat16`` policy, i.e. matmuls
+and activations in bfloat16 while variables (and therefore optimizer updates) stay float32.
+The model itself keeps softmax, LayerNorm, logits and losses in float32 whatever the policy.
+
+Call :func:`set_precision` *before* building a model: Keras layers read the global policy when
+they are constructed. Alternatively pass ``dtype=policy_name(precision)`` to a model.
+"""
+
+from __future__ import annotations
+
+import keras
+
+PRECISIONS = ("fp32", "bf16")
+_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def policy_name(precision: str) -> str:
+    """Keras dtype policy name for ``precision`` ("fp32" or "bf16")."""
+    try:
+        return _POLICIES[precision]
+    except KeyError:
+        raise ValueError(
+            f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}"
+        ) from None
+
+
+def set_precision(precision: str) -> keras.DTypePolicy:
+    """Set the global Keras dtype policy for ``precision``; returns the policy."""
+    keras.mixed_precision.set_global_policy(policy_name(precision))
+    return keras.mixed_precision.global_policy()
+
+
+def current_precision() -> str:
+    """The precision matching the current global Keras policy."""
+    name = keras.mixed_precision.global_policy().name
+    for precision, policy in _POLICIES.items():
+        if policy == name:
+            return precision
+    raise ValueError(f"global Keras dtype policy {name!r} is neither fp32 nor bf16")

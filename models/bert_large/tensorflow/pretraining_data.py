@@ -1,0 +1,320 @@
+"""Reading BERT pretraining TFRecords into batches, deterministically and resumably.
+
+Order of the records a rank sees (an infinite stream when ``repeat``):
+
+- the rank's files: ``files[rank::world_size]`` (every rank reads all files and keeps every
+  ``world_size``-th record when there are fewer files than ranks);
+- per epoch, the files in an order drawn from ``(seed, epoch)``, cut into groups of
+  ``files_per_group``; a group's files are read interleaved (one record from each in turn),
+  then mixed by a shuffle buffer seeded by ``(seed, epoch, group)``.
+
+So the stream depends only on the files, the seed and the rank, and a point in it is
+``DataPosition(epoch, group, offset)`` (``offset`` = records already taken from the group).
+``run_pretraining.py`` stores the position of the next batch in each checkpoint; resuming
+re-reads at most one group to get back to it.
+
+Corrupt or truncated files raise :class:`CorruptRecordError` naming the file (TensorFlow's own
+``DataLossError`` does not say which file); records of another ``max_seq_length`` /
+``max_predictions_per_seq`` raise :class:`RecordShapeError` naming the file and the flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import queue
+import random
+import threading
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
+                "masked_lm_ids", "next_sentence_labels")
+# Files in a data directory that are not TFRecords: metadata written beside the records, and
+# the temporary names create_pretraining_data.py writes before renaming a finished shard.
+_SKIP_SUFFIXES = (".json", ".txt", ".md", ".log")
+
+
+class PretrainingDataError(ValueError):
+    """Input data problem a user can fix (bad path, corrupt file, wrong sequence length)."""
+
+
+class CorruptRecordError(PretrainingDataError):
+    pass
+
+
+class RecordShapeError(PretrainingDataError):
+    pass
+
+
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
+    s, p = max_seq_length, max_predictions_per_seq
+    return {
+        "input_ids": tf.io.FixedLenFeature([s], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([s], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([s], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([p], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([p], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([p], tf.float32),
+        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+    }
+
+
+def list_input_files(spec: str, flag: str = "input_files_dir") -> list[str]:
+    """A directory (all regular, non-hidden files in it), a glob, or a comma-separated list of
+    those -> sorted file list. Nothing found is an error naming the flag."""
+    files: list[str] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if os.path.isdir(part):
+            found = [os.path.join(part, n) for n in sorted(os.listdir(part))
+                     if not n.startswith(".") and ".tmp" not in n
+                     and not n.endswith(_SKIP_SUFFIXES)
+                     and os.path.isfile(os.path.join(part, n))]
+        elif glob.has_magic(part):
+            found = [f for f in sorted(glob.glob(part)) if os.path.isfile(f)]
+        elif os.path.isfile(part):
+            found = [part]
+        else:
+            raise PretrainingDataError(f"--{flag}={part}: no such file or directory")
+        if not found:
+            raise PretrainingDataError(f"--{flag}={part}: no TFRecord files there; create them "
+                                       "with create_pretraining_data.py")
+        files.extend(found)
+    if not files:
+        raise PretrainingDataError(f"--{flag} is empty; pass a directory of TFRecord files")
+    return sorted(dict.fromkeys(files))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPosition:
+    epoch: int = 0
+    group: int = 0
+    offset: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataPosition":
+        return cls(int(d["epoch"]), int(d["group"]), int(d["offset"]))
+
+
+def _raise_corrupt(paths: Sequence[str], err: Exception) -> None:
+    """Find which of ``paths`` is damaged (TF's error does not say) and raise naming it."""
+    for path in paths:
+        try:
+            for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(4096):
+                pass
+        except tf.errors.DataLossError as file_err:
+            detail = str(file_err).split("}}")[-1].split("[Op:")[0].strip()
+            raise CorruptRecordError(
+                f"{path}: corrupt or truncated TFRecord file ({detail}); regenerate it with "
+                "create_pretraining_data.py or move it out of the input directory") from None
+        except tf.errors.OpError:
+            break
+    raise CorruptRecordError(f"corrupt or truncated TFRecord among {', '.join(paths)}: "
+                             f"{err}") from None
+
+
+def verify_files(paths: Sequence[str]) -> int:
+    """Read every record of ``paths`` (CRCs checked); returns the record count. Raises
+    :class:`CorruptRecordError` naming the first damaged file."""
+    total = 0
+    for path in paths:
+        try:
+            for chunk in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(4096):
+                total += int(chunk.shape[0])
+        except tf.errors.DataLossError as err:
+            _raise_corrupt([path], err)
+    return total
+
+
+def check_record_shapes(paths: Sequence[str], max_seq_length: int,
+                        max_predictions_per_seq: int) -> None:
+    """Compare the first record found with the flags, for a clear message instead of a parse
+    error deep in training."""
+    for path in paths:
+        try:
+            first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+        except tf.errors.DataLossError as err:
+            _raise_corrupt([path], err)
+        if first is None:
+            continue
+        ex = tf.train.Example.FromString(first.numpy())
+        feats = ex.features.feature
+        missing = [k for k in (*INT_FEATURES, "masked_lm_weights") if k not in feats]
+        if missing:
+            raise RecordShapeError(f"{path}: records lack the feature(s) {', '.join(missing)}; "
+                                   "expected BERT pretraining data from "
+                                   "create_pretraining_data.py")
+        seq = len(feats["input_ids"].int64_list.value)
+        pred = len(feats["masked_lm_positions"].int64_list.value)
+        if seq != max_seq_length:
+            raise RecordShapeError(f"{path}: sequences have length {seq} but "
+                                   f"--max_seq_length={max_seq_length}; pass "
+                                   f"--max_seq_length={seq} or point at data created with "
+                                   f"max_seq_length={max_seq_length}")
+        if pred != max_predictions_per_seq:
+            raise RecordShapeError(f"{path}: records have {pred} masked LM slots but "
+                                   f"--max_predictions_per_seq={max_predictions_per_seq}; "
+                                   f"pass --max_predictions_per_seq={pred}")
+        return
+    raise PretrainingDataError(f"no records in {', '.join(paths[:5])}"
+                               f"{' ...' if len(paths) > 5 else ''}")
+
+
+class PretrainingData:
+    """Batches of parsed features (numpy, int32 / float32) for one rank."""
+
+    def __init__(self, files: Sequence[str], batch_size: int, max_seq_length: int,
+                 max_predictions_per_seq: int, *, rank: int = 0, world_size: int = 1,
+                 seed: int = 12345, shuffle: bool = True, repeat: bool = True,
+                 drop_remainder: bool = True, files_per_group: int = 4,
+                 shuffle_buffer: int = 10000):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        files = sorted(files)
+        if not files:
+            raise PretrainingDataError("no input files")
+        if len(files) >= world_size:
+            self.files = files[rank::world_size]
+            self.record_stride, self.record_offset = 1, 0
+        else:  # fewer files than ranks: everybody reads everything, keeps its share
+            self.files = list(files)
+            self.record_stride, self.record_offset = world_size, rank
+        self.batch_size = batch_size
+        self.spec = feature_spec(max_seq_length, max_predictions_per_seq)
+        self.max_seq_length = max_seq_length
+        self.max_predictions_per_seq = max_predictions_per_seq
+        self.seed = seed
+        self.shuffle = shuffle
+        self.repeat = repeat
+        self.drop_remainder = drop_remainder
+        self.files_per_group = max(1, files_per_group)
+        self.shuffle_buffer = max(1, shuffle_buffer)
+
+    # -- order ------------------------------------------------------------------------------
+    def groups(self, epoch: int) -> list[list[str]]:
+        order = list(self.files)
+        if self.shuffle:
+            random.Random(f"files-{self.seed}-{epoch}").shuffle(order)
+        k = self.files_per_group
+        return [order[i:i + k] for i in range(0, len(order), k)]
+
+    def _raw_group(self, paths: Sequence[str],
+                   _data_loss=tf.errors.DataLossError) -> Iterator[bytes]:
+        # (_data_loss is bound early: a generator closed at interpreter exit has no globals)
+        ds = tf.data.Dataset.from_tensor_slices(list(paths))
+        ds = ds.interleave(lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20),
+                           cycle_length=len(paths), block_length=1)
+        if self.record_stride > 1:
+            ds = ds.shard(self.record_stride, self.record_offset)
+        try:
+            for chunk in ds.batch(1024).as_numpy_iterator():
+                yield from chunk
+        except _data_loss as err:
+            _raise_corrupt(paths, err)
+
+    def _group_records(self, epoch: int, group: int, paths: Sequence[str]) -> Iterator[bytes]:
+        raw = self._raw_group(paths)
+        if not self.shuffle:
+            yield from raw
+            return
+        rng = random.Random(f"records-{self.seed}-{epoch}-{group}")
+        buf: list[bytes] = []
+        size = self.shuffle_buffer
+        for rec in raw:
+            if len(buf) < size:
+                buf.append(rec)
+                continue
+            j = rng.randrange(size)
+            out, buf[j] = buf[j], rec
+            yield out
+        rng.shuffle(buf)
+        yield from buf
+
+    # -- batches ----------------------------------------------------------------------------
+    def parse(self, serialized: Sequence[bytes], files_hint: Sequence[str] = ()) -> dict:
+        try:
+            feats = tf.io.parse_example(tf.constant(list(serialized)), self.spec)
+        except tf.errors.InvalidArgumentError as err:
+            where = ", ".join(files_hint) or ", ".join(self.files[:4])
+            raise RecordShapeError(
+                f"cannot parse pretraining records from {where} with --max_seq_length="
+                f"{self.max_seq_length} --max_predictions_per_seq="
+                f"{self.max_predictions_per_seq}: {str(err).splitlines()[0]}") from None
+        return {k: (v.numpy().astype(np.int32) if v.dtype == tf.int64 else v.numpy())
+                for k, v in feats.items()}
+
+    def batches(self, start: DataPosition = DataPosition()
+                ) -> Iterator[tuple[dict, DataPosition]]:
+        """Yield ``(features, position_after)``; resuming at ``position_after`` continues
+        with the next batch."""
+        buf: list[bytes] = []
+        epoch, first_group, skip = start.epoch, start.group, start.offset
+        while True:
+            groups = self.groups(epoch)
+            records_this_epoch = 0
+            for g in range(first_group, len(groups)):
+                taken = 0
+                for rec in self._group_records(epoch, g, groups[g]):
+                    taken += 1
+                    if taken <= skip:
+                        continue
+                    buf.append(rec)
+                    if len(buf) == self.batch_size:
+                        yield self.parse(buf, groups[g]), DataPosition(epoch, g, taken)
+                        buf = []
+                records_this_epoch += taken
+                skip = 0
+            if not self.repeat:
+                if buf and not self.drop_remainder:
+                    yield self.parse(buf), DataPosition(epoch + 1, 0, 0)
+                return
+            if records_this_epoch == 0 and first_group == 0:
+                raise PretrainingDataError(
+                    f"no records in {', '.join(self.files[:4])}"
+                    f"{' ...' if len(self.files) > 4 else ''}"
+                    + (f" for rank {self.record_offset} of {self.record_stride}"
+                       if self.record_stride > 1 else ""))
+            epoch += 1
+            first_group = 0
+
+
+def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead; exceptions are
+    re-raised in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put((done, e))
+
+    thread = threading.Thread(target=work, name="pretraining-data", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()

@@ -1,0 +1,172 @@
+"""Fine-tune BERT for sentence-pair classification (GLUE MRPC) and evaluate accuracy.
+
+    python models/bert_large/tensorflow/run_classifier.py --task_name=MRPC \\
+        --do_train=true --do_eval=true --data_dir=$GLUE/MRPC \\
+        --vocab_file=$BERT/vocab.txt --bert_config_file=$BERT/bert_config.json \\
+        --init_checkpoint=$BERT/bert_model.ckpt --max_seq_length=128 \\
+        --train_batch_size=32 --learning_rate=2e-5 --num_train_epochs=3 \\
+        --precision=bf16 --output_dir=/tmp/mrpc
+
+Writes to ``output_dir``: ``model.ckpt-<steps>``, ``eval_results.txt`` / ``eval_results.json``
+(dev accuracy and loss), ``test_results.tsv`` (with --do_predict) and ``train_summary.json``.
+Several ranks (mpirun): see ``finetune_loop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a file: make the package root importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
+
+import numpy as np  # noqa: E402
+
+from models.bert_large.tensorflow import classifier_data  # noqa: E402
+from models.bert_large.tensorflow import finetune_loop as loop  # noqa: E402
+from models.bert_large.tensorflow.finetune_loop import FlagError  # noqa: E402
+
+log = logging.getLogger("bert")
+
+
+def build_parser():
+    p = loop.common_parser("Fine-tune BERT for sentence-pair classification (MRPC).")
+    p.set_defaults(max_seq_length=128, train_batch_size=32, learning_rate=2e-5,
+                   num_train_epochs=3.0)
+    g = p.add_argument_group("classification")
+    g.add_argument("--task_name", help="MRPC")
+    g.add_argument("--data_dir", help="GLUE task folder with train.tsv and dev.tsv")
+    loop.add_bool(g, "do_eval", False, "evaluate accuracy on dev.tsv")
+    loop.add_bool(g, "do_predict", False, "write class probabilities for test.tsv")
+    g.add_argument("--eval_batch_size", "--predict_batch_size", dest="eval_batch_size",
+                   type=int, default=8)
+    return p
+
+
+def validate_flags(flags):
+    if not (flags.do_train or flags.do_eval or flags.do_predict):
+        raise FlagError("nothing to do: set --do_train, --do_eval and/or --do_predict to True")
+    if not flags.task_name:
+        raise FlagError("--task_name is required (MRPC)")
+    try:
+        processor = classifier_data.get_processor(flags.task_name)
+    except ValueError as err:
+        raise FlagError(str(err)) from None
+    if not flags.data_dir or not os.path.isdir(flags.data_dir):
+        raise FlagError(f"--data_dir={flags.data_dir}: not a folder; point it at the GLUE "
+                        f"{flags.task_name} folder holding train.tsv and dev.tsv")
+    needed = (["train.tsv"] if flags.do_train else []) + (["dev.tsv"] if flags.do_eval else [])
+    needed += ["test.tsv"] if flags.do_predict else []
+    for name in needed:
+        if not os.path.isfile(os.path.join(flags.data_dir, name)):
+            raise FlagError(f"--data_dir={flags.data_dir} has no {name}")
+    if flags.eval_batch_size < 1:
+        raise FlagError(f"--eval_batch_size={flags.eval_batch_size} must be >= 1")
+    config = loop.validate_common(flags, needs_training_flags=flags.do_train)
+    return config, processor
+
+
+def _softmax_np(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``logits`` [N, K] against ``labels`` [N]."""
+    probs = _softmax_np(logits.astype(np.float64))
+    loss = float(-np.mean(np.log(probs[np.arange(len(labels)), labels] + 1e-12)))
+    accuracy = float(np.mean(np.argmax(logits, axis=-1) == labels))
+    return {"eval_accuracy": accuracy, "eval_loss": loss, "eval_examples": int(len(labels))}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    flags = loop.parse_flags(build_parser(), argv)
+    config, processor = validate_flags(flags)
+    rt = loop.setup_runtime(flags)
+
+    from models.bert_large.tensorflow import modeling, tokenization  # noqa: PLC0415
+
+    tokenizer = tokenization.FullTokenizer(flags.vocab_file, do_lower_case=flags.do_lower_case)
+    labels = processor.labels
+    model = modeling.BertForSequenceClassification(config, num_labels=len(labels))
+    loop.init_model(model, rt, flags.init_checkpoint)
+    summary: dict = {"task": processor.name, "max_seq_length": flags.max_seq_length,
+                     "train_batch_size": flags.train_batch_size}
+    global_step = 0
+
+    if flags.do_train:
+        examples = processor.train_examples(flags.data_dir)
+        if not examples:
+            raise FlagError(f"--data_dir={flags.data_dir}: train.tsv has no examples")
+        arrays = classifier_data.convert_examples_to_arrays(examples, labels,
+                                                            flags.max_seq_length, tokenizer)
+        shards = rt.env.world_size if rt.sync else 1
+        steps = loop.num_train_steps(len(examples), flags.train_batch_size,
+                                     flags.num_train_epochs, shards)
+        optimizer, peak_lr = loop.make_optimizer(flags, rt, steps)
+        batches = iter(loop.train_dataset(arrays, flags.train_batch_size,
+                                          flags.seed + rt.env.rank, rt.data_shard))
+
+        def loss_fn(outputs, batch):
+            return modeling.classification_loss(outputs, batch["label_ids"])
+
+        stats = loop.train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size,
+                           rt, flags.log_steps)
+        global_step = steps
+        summary.update(train_examples=len(examples), num_train_steps=steps,
+                       learning_rate=peak_lr, examples_per_sec=stats.examples_per_sec,
+                       global_examples_per_sec=stats.global_examples_per_sec,
+                       final_loss=stats.final_loss, train_seconds=stats.seconds,
+                       loss_log=stats.loss_log)
+        if rt.sync:
+            summary["weights_fingerprint"] = loop.weights_fingerprint(model.trainable_variables)
+        if rt.writes_outputs or flags.checkpoint_all_ranks:
+            summary["checkpoint"] = loop.save_final_checkpoint(
+                model, rt.output_dir, steps,
+                extra={"task": processor.name, "rank": rt.env.rank})
+
+    metric = None
+    if flags.do_eval and rt.writes_outputs:
+        examples = processor.dev_examples(flags.data_dir)
+        arrays = classifier_data.convert_examples_to_arrays(examples, labels,
+                                                            flags.max_seq_length, tokenizer)
+        logits = loop.predict(model, {k: v for k, v in arrays.items() if k != "label_ids"},
+                              flags.eval_batch_size, ("logits",))["logits"]
+        result = evaluate_logits(logits, arrays["label_ids"])
+        result["global_step"] = global_step
+        if "final_loss" in summary:
+            result["loss"] = summary["final_loss"]
+        with open(os.path.join(rt.output_dir, "eval_results.txt"), "w", encoding="utf-8") as f:
+            for key in sorted(result):
+                f.write(f"{key} = {result[key]}\n")
+        loop.write_json(os.path.join(rt.output_dir, "eval_results.json"), result)
+        log.info("eval accuracy %.4f loss %.4f on %d examples", result["eval_accuracy"],
+                 result["eval_loss"], result["eval_examples"])
+        summary["eval"] = result
+        metric = result["eval_accuracy"]
+
+    if flags.do_predict and rt.writes_outputs:
+        examples = processor.test_examples(flags.data_dir)
+        arrays = classifier_data.convert_examples_to_arrays(examples, labels,
+                                                            flags.max_seq_length, tokenizer)
+        logits = loop.predict(model, {k: v for k, v in arrays.items() if k != "label_ids"},
+                              flags.eval_batch_size, ("logits",))["logits"]
+        probs = _softmax_np(logits.astype(np.float64))
+        path = os.path.join(rt.output_dir, "test_results.tsv")
+        with open(path, "w", encoding="utf-8") as f:
+            for row in probs:
+                f.write("\t".join(f"{p:.6f}" for p in row) + "\n")
+        log.info("wrote %s", path)
+
+    if metric is None and "final_loss" in summary:
+        loop.finish(rt, summary, "final_loss", summary["final_loss"], higher_is_better=False)
+    else:
+        loop.finish(rt, summary, "eval_accuracy", metric)
+    return 0
+
+
+if __name__ == "__main__":
+    loop.run_main(main)

@@ -1,0 +1,485 @@
+"""BERT pretraining (masked LM + next sentence prediction) with LAMB, phase 1 and phase 2.
+
+Phase 1 (sequence length 128, 20 predictions), then phase 2 (512 / 80) from phase 1's final
+checkpoint::
+
+    python models/bert_large/tensorflow/run_pretraining.py \\
+        --input_files_dir=$DATA/seq_len_128/training --eval_files_dir=$DATA/seq_len_128/test \\
+        --bert_config_file=bert_config.json --output_dir=/tmp/bert/phase_1 \\
+        --do_train=True --do_eval=False --train_batch_size=64 --eval_batch_size=8 \\
+        --max_seq_length=128 --max_predictions_per_seq=20 --num_train_steps=7038 \\
+        --num_accumulation_steps=1024 --num_warmup_steps=2000 --save_checkpoints_steps=100 \\
+        --learning_rate=0.006 --allreduce_post_accumulation=True \\
+        --dllog_path=/tmp/bert/phase_1/bert_dllog.json --resume=False --precision=bf16
+
+    python models/bert_large/tensorflow/run_pretraining.py ... --max_seq_length=512 \\
+        --max_predictions_per_seq=80 --init_checkpoint=/tmp/bert/phase_1/model.ckpt-7038 \\
+        --output_dir=/tmp/bert/phase_2 ...
+
+Several processes: ``mpirun -np N python run_pretraining.py ...`` (or ``models/common/
+launch.py``). Each rank reads its own share of the input files; gradients are averaged over
+ranks after accumulation. ``--train_batch_size`` is per rank and micro-batch: one optimizer
+step sees ``train_batch_size * num_accumulation_steps * ranks`` sequences.
+
+``--resume=True`` continues from the newest checkpoint in ``--output_dir`` at its step,
+learning rate, optimizer state, dropout RNG state and input position, so the weights end up
+the same as in an uninterrupted run. Rank 0 writes checkpoints, the dllog and results.
+
+Flags of the Habana/NVIDIA command lines that have no meaning here (``--horovod``,
+``--noamp``, ``--nouse_xla``, ``--enable_scoped_allocator``) are accepted with a warning.
+``TF_BF16_CONVERSION`` (Habana's bf16 switch) selects ``--precision=bf16`` unless the flag is
+given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from typing import Sequence
+
+from models.bert_large.tensorflow.finetune_loop import (
+    FlagError,
+    add_bool,
+    parse_flags,
+    precision_flag,
+    warn_about_ignored,
+)
+from models.common import dist_env
+
+log = logging.getLogger("bert")
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description="BERT pretraining (MLM + NSP, LAMB, gradient accumulation).",
+                allow_abbrev=False)
+    g = p.add_argument_group("data")
+    g.add_argument("--input_files_dir", help="TFRecord folder (or glob / comma list) for "
+                   "training, from create_pretraining_data.py")
+    g.add_argument("--eval_files_dir", help="TFRecord folder (or glob / comma list) for eval")
+    g.add_argument("--max_seq_length", type=int, default=128)
+    g.add_argument("--max_predictions_per_seq", type=int, default=20)
+    add_bool(g, "verify_input_files", False,
+             "read every training file once before training to check its records (CRCs)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--bert_config_file", "--config_file", dest="bert_config_file",
+                   help="bert_config.json of the model")
+    g.add_argument("--init_checkpoint", help="initial weights: google-research checkpoint or "
+                   "phase 1's model.ckpt-<step> (prefix, or a folder = its latest)")
+    g.add_argument("--precision", type=precision_flag, default=None,
+                   help="fp32 or bf16 (default: bf16 when TF_BF16_CONVERSION is set, else fp32)")
+
+    g = p.add_argument_group("training")
+    g.add_argument("--output_dir", help="checkpoints, dllog and eval results")
+    add_bool(g, "do_train", False, "train")
+    add_bool(g, "do_eval", False, "evaluate masked LM / next sentence accuracy")
+    g.add_argument("--train_batch_size", type=int, default=32,
+                   help="sequences per micro-batch and rank")
+    g.add_argument("--eval_batch_size", type=int, default=8)
+    g.add_argument("--num_train_steps", type=int, default=100000,
+                   help="optimizer steps (each of num_accumulation_steps micro-batches)")
+    g.add_argument("--num_accumulation_steps", type=int, default=1,
+                   help="micro-batches per optimizer step")
+    g.add_argument("--num_warmup_steps", type=int, default=10000)
+    g.add_argument("--learning_rate", type=float, default=5e-5,
+                   help="peak learning rate (for the whole global batch; not scaled)")
+    g.add_argument("--optimizer_type", choices=("lamb", "adamw"), default="lamb")
+    g.add_argument("--weight_decay_rate", type=float, default=0.01)
+    add_bool(g, "allreduce_post_accumulation", False,
+             "average gradients across ranks once per optimizer step (True) or after every "
+             "micro-batch (False); the result is the same")
+    g.add_argument("--save_checkpoints_steps", type=int, default=1000)
+    g.add_argument("--keep_checkpoint_max", type=int, default=5)
+    add_bool(g, "resume", False, "continue from the newest checkpoint in --output_dir")
+    g.add_argument("--max_eval_steps", type=int, default=100,
+                   help="eval batches per rank (0 = all)")
+    g.add_argument("--seed", "--deterministic_seed", dest="seed", type=int, default=12345,
+                   help="seed of weight init, dropout and data order")
+    g.add_argument("--dllog_path", help="dllogger JSON lines (default: "
+                   "<output_dir>/bert_dllog.json); its folder is created")
+    g.add_argument("--log_steps", "--display_loss_steps", dest="log_steps", type=int,
+                   default=1, help="log every N optimizer steps")
+    g.add_argument("--stop_at_step", type=int, default=None,
+                   help="testing: stop after this step as if killed (no final checkpoint)")
+    g.add_argument("--num_intra_threads", type=int, default=None,
+                   help="TF intra-op threads (default: $NUM_INTRA_THREADS)")
+    g.add_argument("--num_inter_threads", type=int, default=None,
+                   help="TF inter-op threads (default: $NUM_INTER_THREADS)")
+    return p
+
+
+def _thread_count(value: int | None, env_name: str) -> int | None:
+    if value is not None:
+        return value
+    raw = os.environ.get(env_name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise FlagError(f"{env_name}={raw!r} is not an integer; unset it or set a thread "
+                        "count") from None
+
+
+def _bf16_from_env() -> bool:
+    value = os.environ.get("TF_BF16_CONVERSION", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+def validate_flags_or_throw(flags: argparse.Namespace):
+    """Check flags before any heavy work; returns the BertConfig."""
+    from models.bert_large.tensorflow import modeling  # noqa: PLC0415 - TF import is slow
+
+    if not (flags.do_train or flags.do_eval):
+        raise FlagError("nothing to do: set --do_train=True and/or --do_eval=True")
+    if not flags.bert_config_file:
+        raise FlagError("--bert_config_file is required (the model's bert_config.json)")
+    if not os.path.isfile(flags.bert_config_file):
+        raise FlagError(f"--bert_config_file={flags.bert_config_file}: file not found")
+    if not flags.output_dir:
+        raise FlagError("--output_dir is required: the folder for checkpoints and logs")
+    if flags.do_train and not flags.input_files_dir:
+        raise FlagError("--do_train=True needs --input_files_dir (TFRecords from "
+                        "create_pretraining_data.py)")
+    if flags.do_eval and not flags.eval_files_dir:
+        raise FlagError("--do_eval=True needs --eval_files_dir")
+    if flags.init_checkpoint:
+        prefix = flags.init_checkpoint
+        if not (os.path.isfile(prefix + ".index") or os.path.isdir(prefix)):
+            raise FlagError(f"--init_checkpoint={prefix}: no checkpoint there (expected "
+                            f"{prefix}.index); pass a prefix such as .../model.ckpt-7038")
+    for name in ("train_batch_size", "eval_batch_size", "num_train_steps",
+                 "num_accumulation_steps", "save_checkpoints_steps", "log_steps",
+                 "max_seq_length", "max_predictions_per_seq"):
+        if getattr(flags, name) < 1:
+            raise FlagError(f"--{name}={getattr(flags, name)} must be >= 1")
+    if flags.num_warmup_steps < 0 or flags.num_warmup_steps > flags.num_train_steps:
+        raise FlagError(f"--num_warmup_steps={flags.num_warmup_steps} must be between 0 and "
+                        f"--num_train_steps={flags.num_train_steps}")
+    if not flags.learning_rate > 0:
+        raise FlagError(f"--learning_rate={flags.learning_rate} must be > 0")
+    if flags.max_eval_steps < 0:
+        raise FlagError(f"--max_eval_steps={flags.max_eval_steps} must be >= 0")
+    if flags.max_predictions_per_seq > flags.max_seq_length:
+        raise FlagError(f"--max_predictions_per_seq={flags.max_predictions_per_seq} exceeds "
+                        f"--max_seq_length={flags.max_seq_length}")
+    if flags.stop_at_step is not None and flags.stop_at_step < 1:
+        raise FlagError(f"--stop_at_step={flags.stop_at_step} must be >= 1")
+    try:
+        config = modeling.BertConfig.from_json_file(flags.bert_config_file)
+    except (ValueError, TypeError, KeyError) as err:
+        raise FlagError(f"--bert_config_file={flags.bert_config_file}: {err}") from None
+    if flags.max_seq_length > config.max_position_embeddings:
+        raise FlagError(f"--max_seq_length={flags.max_seq_length} exceeds "
+                        f"max_position_embeddings={config.max_position_embeddings} of "
+                        f"{flags.bert_config_file}")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Run
+
+
+def _setup_logging(env: dist_env.DistEnv) -> None:
+    prefix = f"[rank {env.rank}/{env.world_size}] " if env.world_size > 1 else ""
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
+                        format=f"%(asctime)s {prefix}%(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def _data_positions_for_rank(extra: dict, env, flags) -> "object":
+    """This rank's saved input position, if the checkpoint was written by the same layout."""
+    from models.bert_large.tensorflow.pretraining_data import DataPosition  # noqa: PLC0415
+
+    positions = extra.get("data_positions")
+    same_layout = (extra.get("world_size") == env.world_size
+                   and extra.get("train_batch_size") == flags.train_batch_size
+                   and extra.get("seed") == flags.seed
+                   and extra.get("input_files") is not None)
+    if positions and same_layout and len(positions) == env.world_size:
+        return DataPosition.from_dict(positions[env.rank])
+    if positions:
+        # Another layout reads the files in another order: start a fresh epoch after the
+        # furthest one reached rather than replaying data from the start.
+        epoch = max(int(p["epoch"]) for p in positions) + 1
+        log.warning("checkpoint was written with another rank count / batch size / seed; "
+                    "input restarts at epoch %d instead of the exact position", epoch)
+        return DataPosition(epoch, 0, 0)
+    return DataPosition()
+
+
+def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from models.bert_large.tensorflow import (  # noqa: PLC0415
+        checkpoint,
+        distributed,
+        modeling,
+        optimization,
+        precision,
+    )
+    from models.bert_large.tensorflow import pretraining_data as pdata  # noqa: PLC0415
+    from models.bert_large.tensorflow import pretraining_loop as loop  # noqa: PLC0415
+
+    intra = _thread_count(flags.num_intra_threads, "NUM_INTRA_THREADS")
+    inter = _thread_count(flags.num_inter_threads, "NUM_INTER_THREADS")
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    prec = flags.precision or ("bf16" if _bf16_from_env() else "fp32")
+    if flags.precision is None and prec == "bf16":
+        log.info("TF_BF16_CONVERSION is set: using --precision=bf16")
+    precision.set_precision(prec)
+    comm = distributed.get_communicator(env=env)
+    primary = env.is_primary
+    world = env.world_size
+
+    # Input files first: a bad path fails in seconds, before the model is built.
+    train_data = eval_data = None
+    train_files: list[str] = []
+    if flags.do_train:
+        train_files = pdata.list_input_files(flags.input_files_dir, "input_files_dir")
+        pdata.check_record_shapes(train_files, flags.max_seq_length,
+                                  flags.max_predictions_per_seq)
+        if flags.verify_input_files:
+            n = pdata.verify_files(train_files[env.rank::world] or train_files)
+            log.info("verified %d records", n)
+        train_data = pdata.PretrainingData(
+            train_files, flags.train_batch_size, flags.max_seq_length,
+            flags.max_predictions_per_seq, rank=env.rank, world_size=world, seed=flags.seed)
+        if len(train_files) < world:
+            log.warning("%d input files for %d ranks: every rank reads all files and keeps "
+                        "every %d-th record; write more shards for faster input",
+                        len(train_files), world, world)
+    if flags.do_eval:
+        eval_files = pdata.list_input_files(flags.eval_files_dir, "eval_files_dir")
+        pdata.check_record_shapes(eval_files, flags.max_seq_length,
+                                  flags.max_predictions_per_seq)
+        eval_data = pdata.PretrainingData(
+            eval_files, flags.eval_batch_size, flags.max_seq_length,
+            flags.max_predictions_per_seq, rank=env.rank, world_size=world, seed=flags.seed,
+            shuffle=False, repeat=False, drop_remainder=False)
+
+    # Ranks differ in dropout; weights are made equal below (broadcast or same checkpoint).
+    keras.utils.set_random_seed(flags.seed + env.rank)
+    model = modeling.BertForPreTraining(config)
+    model.ensure_built()
+    optimizer = optimization.create_optimizer(
+        flags.optimizer_type, flags.learning_rate, flags.num_train_steps,
+        flags.num_warmup_steps, weight_decay_rate=flags.weight_decay_rate)
+    optimizer.build(model.trainable_variables)
+
+    dllog = loop.DLLogger((flags.dllog_path or os.path.join(flags.output_dir,
+                                                            "bert_dllog.json"))
+                          if primary else None)
+    if primary:
+        os.makedirs(flags.output_dir, exist_ok=True)
+        params = {k: v for k, v in sorted(vars(flags).items())
+                  if k not in ("ignored_flags", "unknown_flags")}
+        dllog.log("PARAMETER", dict(params, precision=prec, world_size=world,
+                                    global_batch_size=flags.train_batch_size
+                                    * flags.num_accumulation_steps * world,
+                                    num_parameters=int(sum(int(tf.size(v)) for v in
+                                                           model.trainable_variables))),
+                  kind="METADATA")
+
+    step = 0
+    position = pdata.DataPosition()
+    resumed_from = checkpoint.latest_training_checkpoint(flags.output_dir) if flags.resume \
+        else None
+    if flags.resume and not resumed_from:
+        log.info("--resume=True but no checkpoint in %s: starting from the beginning",
+                 flags.output_dir)
+    if resumed_from:
+        step, extra = checkpoint.restore_training_checkpoint(resumed_from, model, optimizer)
+        if int(optimizer.iterations.numpy()) != step:
+            optimizer.iterations.assign(step)
+        position = _data_positions_for_rank(extra, env, flags)
+        rng = extra.get("rng_states")
+        if rng and len(rng) == world and not loop.set_rng_states(model, rng[env.rank]):
+            log.warning("dropout RNG state in %s does not fit the model", resumed_from)
+        log.info("resumed from %s at step %d (input position %s)", resumed_from, step,
+                 position)
+        dllog.log("RESUME", {"checkpoint": resumed_from, "step": step}, kind="METADATA")
+    elif flags.init_checkpoint:
+        report = checkpoint.load_init_checkpoint(model, flags.init_checkpoint)
+        log.info("%s", report.summary())
+        dllog.log("INIT_CHECKPOINT", {"path": report.path, "loaded": len(report.loaded),
+                                      "initialized": report.initialized}, kind="METADATA")
+    else:
+        log.info("no --init_checkpoint: starting from random weights")
+    if world > 1 and not resumed_from:
+        comm.broadcast_variables(model.trainable_variables, root=0)
+
+    status = 0
+    if flags.do_train:
+        status = _train(flags, env, comm, model, optimizer, train_data, position, step,
+                        train_files, dllog, loop, checkpoint, pdata, prec)
+        if status:
+            dllog.close()
+            return status
+    if flags.do_eval:
+        results = loop.evaluate(model, (f for f, _ in eval_data.batches()), comm,
+                                max_steps=flags.max_eval_steps or None)
+        results["global_step"] = int(optimizer.iterations.numpy())
+        (log.info if primary else log.debug)("eval: masked LM accuracy %.4f, loss %.4f; next sentence accuracy %.4f, "
+                 "loss %.4f (%d sequences)", results["masked_lm_accuracy"],
+                 results["masked_lm_loss"], results["next_sentence_accuracy"],
+                 results["next_sentence_loss"], results["eval_sequences"])
+        dllog.log(["eval"], results)
+        if primary:
+            path = os.path.join(flags.output_dir, "eval_results.txt")
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                for k in sorted(results):
+                    f.write(f"{k} = {results[k]}\n")
+            os.replace(path + ".tmp", path)
+    dllog.close()
+    return status
+
+
+def _train(flags, env, comm, model, optimizer, data, position, step, train_files, dllog,
+           loop, checkpoint, pdata, prec) -> int:
+    world = env.world_size
+    global_batch = flags.train_batch_size * flags.num_accumulation_steps * world
+    trainer = loop.PretrainingStep(model, optimizer, comm, flags.num_accumulation_steps,
+                                   flags.allreduce_post_accumulation)
+    log.info("training steps %d -> %d; %d rank(s) x %d micro-batches x %d sequences = %d "
+             "per step; LAMB peak lr %g, warmup %d; precision %s", step,
+             flags.num_train_steps, world, flags.num_accumulation_steps,
+             flags.train_batch_size, global_batch, flags.learning_rate,
+             flags.num_warmup_steps, prec)
+
+    def save(at_step: int, pos) -> None:
+        positions = comm.allgather(pos.to_dict())
+        rng_states = comm.allgather(loop.get_rng_states(model))
+        if env.is_primary:
+            extra = {"data_positions": positions, "rng_states": rng_states,
+                     "world_size": world, "train_batch_size": flags.train_batch_size,
+                     "num_accumulation_steps": flags.num_accumulation_steps,
+                     "seed": flags.seed, "input_files": len(train_files),
+                     "max_seq_length": flags.max_seq_length}
+            path = checkpoint.save_training_checkpoint(
+                flags.output_dir, at_step, model, optimizer, extra=extra,
+                max_to_keep=flags.keep_checkpoint_max)
+            log.info("saved %s", path)
+
+    batches = pdata.prefetch(data.batches(position), depth=2 * flags.num_accumulation_steps)
+    window: list[dict] = []
+    window_start = time.perf_counter()
+    train_start = time.perf_counter()
+    timed_seconds, timed_steps = 0.0, 0
+    first_step = step + 1
+    last = None
+    stopped = False
+    while step < flags.num_train_steps:
+        micro = []
+        for _ in range(flags.num_accumulation_steps):
+            features, position = next(batches)
+            micro.append(features)
+        lr = float(optimizer.learning_rate)  # the schedule at this step: what it applies
+        t0 = time.perf_counter()
+        metrics = trainer(micro)
+        step += 1
+        dt = time.perf_counter() - t0
+        if step != first_step:  # the first step includes tracing
+            timed_seconds += dt
+            timed_steps += 1
+        if not math.isfinite(metrics["loss"]):
+            log.error("loss is %s at step %d; lower --learning_rate or check the data",
+                      metrics["loss"], step)
+            return 1
+        window.append(metrics)
+        if step % flags.log_steps == 0 or step == flags.num_train_steps:
+            summed = {k: sum(m[k] for m in window) for k in window[0]}
+            for k in ("loss", "mlm_loss", "nsp_loss"):
+                summed[k] /= len(window)
+            last = loop.summarize(loop.mean_over_ranks(comm, summed))
+            now = time.perf_counter()
+            sps = len(window) * global_batch / max(now - window_start, 1e-9)
+            last.update(learning_rate=lr, sequences_per_sec=sps)
+            dllog.log(step, last)
+            if env.is_primary:
+                log.info("step %d/%d loss %.4f (mlm %.4f nsp %.4f) mlm_acc %.3f lr %.3g "
+                         "seq/s %.1f", step, flags.num_train_steps, last["loss"],
+                         last["mlm_loss"], last["nsp_loss"], last["mlm_accuracy"], lr, sps)
+            window = []
+            window_start = now
+        if step % flags.save_checkpoints_steps == 0 or step == flags.num_train_steps:
+            save(step, position)
+        if flags.stop_at_step is not None and step >= flags.stop_at_step \
+                and step < flags.num_train_steps:
+            log.warning("stopping after step %d (--stop_at_step), without a final "
+                        "checkpoint", step)
+            stopped = True
+            break
+    seconds = time.perf_counter() - train_start
+    sps = timed_steps * global_batch / timed_seconds if timed_steps else \
+        (step - first_step + 1) * global_batch / max(seconds, 1e-9)
+    summary = dict(last or {}, global_step=step, training_seconds=round(seconds, 3),
+                   throughput_train=sps, sequences_per_sec=sps, stopped_early=stopped,
+                   final_loss=(last or {}).get("loss"))
+    if world > 1:  # every rank applied the same averaged updates: the weights must agree
+        same = comm.all_equal(loop.weights_fingerprint(model))
+        summary["weights_identical_across_ranks"] = same
+        if not same:
+            log.error("ranks ended with different weights")
+    dllog.log([], summary)
+    if env.is_primary:
+        log.info("training %s at step %d in %.1fs, %.1f sequences/s",
+                 "stopped" if stopped else "done", step, seconds, sps)
+    return 0
+
+
+def _abort_other_ranks(env: dist_env.DistEnv) -> None:
+    """An error on one rank would leave the others waiting in a collective forever."""
+    if env.world_size > 1 and "mpi4py.MPI" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    flags = parse_flags(build_parser(), argv)
+    env = dist_env.from_environ()
+    _setup_logging(env)
+    warn_about_ignored(flags)
+    try:
+        config = validate_flags_or_throw(flags)
+    except FlagError as err:
+        print(f"run_pretraining: error: {err}", file=sys.stderr)
+        return 2
+    from models.bert_large.tensorflow.checkpoint import CheckpointError  # noqa: PLC0415
+    from models.bert_large.tensorflow.pretraining_data import (  # noqa: PLC0415
+        PretrainingDataError,
+    )
+    try:
+        return run(flags, config, env)
+    except (PretrainingDataError, CheckpointError, FlagError, FileNotFoundError) as err:
+        log.error("%s", err)
+        print(f"run_pretraining: error: {err}", file=sys.stderr)
+        _abort_other_ranks(env)
+        return 1
+    except BaseException:
+        _abort_other_ranks(env)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

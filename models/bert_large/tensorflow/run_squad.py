@@ -1,0 +1,201 @@
+"""Fine-tune BERT on SQuAD v1.1 (v2.0 with --version_2_with_negative), predict, evaluate.
+
+    python models/bert_large/tensorflow/run_squad.py \\
+        --vocab_file=$BERT/vocab.txt --bert_config_file=$BERT/bert_config.json \\
+        --init_checkpoint=$BERT/bert_model.ckpt \\
+        --do_train=True --train_file=$SQUAD/train-v1.1.json \\
+        --do_predict=True --predict_file=$SQUAD/dev-v1.1.json \\
+        --train_batch_size=24 --learning_rate=3e-5 --num_train_epochs=2.0 \\
+        --max_seq_length=384 --doc_stride=128 --precision=bf16 --output_dir=/tmp/squad
+
+Writes to ``output_dir``: ``model.ckpt-<steps>`` (after training), ``predictions.json``,
+``nbest_predictions.json``, ``eval_results.json`` (exact match / F1, when the predict file
+has answers) and ``train_summary.json``. Several ranks (mpirun): see ``finetune_loop``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a file: make the package root importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
+
+from models.bert_large.tensorflow import finetune_loop as loop  # noqa: E402
+from models.bert_large.tensorflow.finetune_loop import FlagError  # noqa: E402
+
+log = logging.getLogger("bert")
+
+
+def build_parser():
+    p = loop.common_parser("Fine-tune BERT on SQuAD and predict answers.")
+    p.set_defaults(max_seq_length=384, train_batch_size=12, learning_rate=3e-5,
+                   num_train_epochs=2.0)
+    g = p.add_argument_group("SQuAD")
+    g.add_argument("--train_file", help="SQuAD JSON for training (train-v1.1.json)")
+    loop.add_bool(g, "do_predict", False, "predict answers for --predict_file")
+    loop.add_bool(g, "do_eval", True,
+                  "score predictions (exact match, F1) when --predict_file has answers")
+    g.add_argument("--predict_file", help="SQuAD JSON to predict (dev-v1.1.json)")
+    g.add_argument("--predict_batch_size", "--eval_batch_size", dest="predict_batch_size",
+                   type=int, default=8)
+    g.add_argument("--doc_stride", type=int, default=128,
+                   help="word pieces between the starts of two windows of a long context")
+    g.add_argument("--max_query_length", type=int, default=64,
+                   help="questions are cut to this many word pieces")
+    g.add_argument("--n_best_size", type=int, default=20)
+    g.add_argument("--max_answer_length", type=int, default=30,
+                   help="longest answer in word pieces")
+    loop.add_bool(g, "version_2_with_negative", False, "SQuAD 2.0: questions may be "
+                  "unanswerable")
+    g.add_argument("--null_score_diff_threshold", type=float, default=0.0,
+                   help="SQuAD 2.0: predict no answer when null score - best > this")
+    return p
+
+
+def validate_flags(flags):
+    """All flag checks before any work; returns the BertConfig."""
+    if not flags.do_train and not flags.do_predict:
+        raise FlagError("nothing to do: set --do_train=True and/or --do_predict=True")
+    if flags.do_train:
+        loop.require_file(flags.train_file, "train_file",
+                           "--do_train needs the SQuAD training JSON")
+    if flags.do_predict:
+        loop.require_file(flags.predict_file, "predict_file",
+                           "--do_predict needs the SQuAD JSON to predict")
+        if flags.predict_batch_size < 1:
+            raise FlagError(f"--predict_batch_size={flags.predict_batch_size} must be >= 1")
+    config = loop.validate_common(flags, needs_training_flags=flags.do_train)
+    if flags.max_query_length < 1:
+        raise FlagError(f"--max_query_length={flags.max_query_length} must be >= 1")
+    if flags.max_seq_length <= flags.max_query_length + 3:
+        raise FlagError(f"--max_seq_length={flags.max_seq_length} must be larger than "
+                        f"--max_query_length + 3 ({flags.max_query_length + 3}) to leave room "
+                        "for the context")
+    if flags.doc_stride < 1:
+        raise FlagError(f"--doc_stride={flags.doc_stride} must be >= 1")
+    if flags.doc_stride > flags.max_seq_length - flags.max_query_length - 3:
+        log.warning("--doc_stride=%d is larger than a window's context (%d word pieces): "
+                    "parts of long contexts will be skipped", flags.doc_stride,
+                    flags.max_seq_length - flags.max_query_length - 3)
+    if flags.n_best_size < 1:
+        raise FlagError(f"--n_best_size={flags.n_best_size} must be >= 1")
+    if flags.max_answer_length < 1:
+        raise FlagError(f"--max_answer_length={flags.max_answer_length} must be >= 1")
+    return config
+
+
+def _features(flags, tokenizer, examples, is_training):
+    from models.bert_large.tensorflow import squad_data  # noqa: PLC0415
+
+    start = time.perf_counter()
+    features = squad_data.convert_examples_to_features(
+        examples, tokenizer, max_seq_length=flags.max_seq_length, doc_stride=flags.doc_stride,
+        max_query_length=flags.max_query_length, is_training=is_training)
+    log.info("%d questions -> %d windows in %.1fs", len(examples), len(features),
+             time.perf_counter() - start)
+    return features
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    flags = loop.parse_flags(build_parser(), argv)
+    config = validate_flags(flags)
+    rt = loop.setup_runtime(flags)
+
+    from models.bert_large.tensorflow import (  # noqa: PLC0415
+        modeling,
+        squad_data,
+        squad_evaluate,
+        tokenization,
+    )
+
+    tokenizer = tokenization.FullTokenizer(flags.vocab_file, do_lower_case=flags.do_lower_case)
+    model = modeling.BertForQuestionAnswering(config)
+    loop.init_model(model, rt, flags.init_checkpoint)
+    summary: dict = {"task": "squad", "max_seq_length": flags.max_seq_length,
+                     "train_batch_size": flags.train_batch_size}
+
+    if flags.do_train:
+        examples = squad_data.read_squad_examples(
+            flags.train_file, is_training=True,
+            version_2_with_negative=flags.version_2_with_negative)
+        if not examples:
+            raise FlagError(f"--train_file={flags.train_file} holds no usable questions")
+        features = _features(flags, tokenizer, examples, is_training=True)
+        arrays = squad_data.features_to_arrays(features, is_training=True)
+        shards = rt.env.world_size if rt.sync else 1
+        steps = loop.num_train_steps(len(features), flags.train_batch_size,
+                                     flags.num_train_epochs, shards)
+        optimizer, peak_lr = loop.make_optimizer(flags, rt, steps)
+        batches = iter(loop.train_dataset(arrays, flags.train_batch_size, flags.seed + rt.env.rank,
+                                          rt.data_shard))
+
+        def loss_fn(outputs, batch):
+            return modeling.squad_loss(outputs, batch["start_positions"], batch["end_positions"])
+
+        stats = loop.train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size,
+                           rt, flags.log_steps)
+        summary.update(train_examples=len(examples), train_features=len(features),
+                       num_train_steps=steps, learning_rate=peak_lr,
+                       examples_per_sec=stats.examples_per_sec,
+                       global_examples_per_sec=stats.global_examples_per_sec,
+                       final_loss=stats.final_loss, train_seconds=stats.seconds,
+                       loss_log=stats.loss_log)
+        if rt.sync:
+            summary["weights_fingerprint"] = loop.weights_fingerprint(model.trainable_variables)
+        if rt.writes_outputs or flags.checkpoint_all_ranks:
+            summary["checkpoint"] = loop.save_final_checkpoint(
+                model, rt.output_dir, steps, extra={"task": "squad", "rank": rt.env.rank})
+
+    metric = None
+    if flags.do_predict and rt.writes_outputs:
+        with open(flags.predict_file, encoding="utf-8") as f:
+            dataset = json.load(f)
+        examples = squad_data.read_squad_examples(
+            dataset, is_training=False, version_2_with_negative=flags.version_2_with_negative)
+        features = _features(flags, tokenizer, examples, is_training=False)
+        arrays = squad_data.features_to_arrays(features, is_training=False)
+        start = time.perf_counter()
+        outputs = loop.predict(model, arrays, flags.predict_batch_size,
+                               ("start_logits", "end_logits"))
+        seconds = time.perf_counter() - start
+        log.info("predicted %d windows in %.1fs (%.2f examples/sec)", len(features), seconds,
+                 len(features) / max(seconds, 1e-9))
+        results = [squad_data.RawResult(int(uid), s, e) for uid, s, e in
+                   zip(arrays["unique_ids"], outputs["start_logits"], outputs["end_logits"])]
+        predictions, _ = squad_data.write_predictions(
+            examples, features, results, n_best_size=flags.n_best_size,
+            max_answer_length=flags.max_answer_length, do_lower_case=flags.do_lower_case,
+            output_prediction_file=os.path.join(rt.output_dir, "predictions.json"),
+            output_nbest_file=os.path.join(rt.output_dir, "nbest_predictions.json"),
+            output_null_log_odds_file=os.path.join(rt.output_dir, "null_odds.json"),
+            version_2_with_negative=flags.version_2_with_negative,
+            null_score_diff_threshold=flags.null_score_diff_threshold)
+        log.info("wrote %s", os.path.join(rt.output_dir, "predictions.json"))
+        summary.update(predict_examples=len(examples), predict_features=len(features),
+                       predict_examples_per_sec=len(features) / max(seconds, 1e-9))
+        has_answers = any(ex.answers for ex in examples)
+        if flags.do_eval and has_answers:
+            scores = squad_evaluate.evaluate(dataset["data"], predictions,
+                                             warn=lambda m: log.warning("%s", m))
+            print(json.dumps(scores), flush=True)
+            log.info("exact_match %.2f f1 %.2f", scores["exact_match"], scores["f1"])
+            loop.write_json(os.path.join(rt.output_dir, "eval_results.json"), scores)
+            summary["eval"] = scores
+            metric = scores["f1"]
+        elif flags.do_eval:
+            log.info("%s has no answers: predictions written, not scored", flags.predict_file)
+
+    if metric is None and "final_loss" in summary:
+        loop.finish(rt, summary, "final_loss", summary["final_loss"], higher_is_better=False)
+    else:
+        loop.finish(rt, summary, "f1", metric)
+    return 0
+
+
+if __name__ == "__main__":
+    loop.run_main(main)

@@ -1,0 +1,572 @@
+"""Start a training command with CPU/NUMA binding, thread settings and, when asked, MPI ranks.
+
+    python models/common/launch.py [options] -- COMMAND [ARGS...]
+
+* one process: ``numactl --physcpubind=<one thread per physical core> --membind=<node>``
+  (``--localalloc`` across nodes); ``OMP_NUM_THREADS`` = physical cores used.
+* ``MPI_NUM_PROCESSES=N`` on one host: ``mpirun -np N --bind-to none ... bind.py --slot ...``,
+  one rank per socket (or ``--mpi-num-processes-per-socket`` ranks sharing a socket), each rank
+  bound by ``bind.py`` to its own cores and local memory.
+* ``--hosts``/``MULTI_HLS_IPS``: ``mpirun -H host:slots,...`` with ``btl_tcp_if_include``,
+  ``plm_rsh_args "-p PORT"`` and ``-x`` forwarding of the environment (hosts are assumed to
+  have the same CPU layout as this one).
+
+The command and the environment it sets are printed first (as a shell script you can paste);
+``--dry-run`` stops there, ``--dry-run --json`` prints ``{"argv": [...], "env": {...}}`` only.
+The launcher then *replaces itself* with the command (``exec``): the exit status is the
+command's, and SIGINT/SIGTERM reach the command (or mpirun, which passes them to the ranks)
+directly, with no parent in between to duplicate or lose them.
+
+Standard library only; ``packager`` imports :func:`build_plan` for its own ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):  # run as a file: make `models.common` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__)))))
+
+from models.common import platform_info  # noqa: E402
+from models.common.platform_info import Platform, format_cpu_list, parse_cpu_list  # noqa: E402
+
+__all__ = ["LaunchError", "Tools", "Plan", "Slot", "parse_args", "build_plan", "main",
+           "parse_hosts", "assign_slots"]
+
+PROG = "launch.py"
+BIND_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bind.py")
+DEFAULT_KMP_AFFINITY = "granularity=fine,compact,1,0"
+DEFAULT_KMP_BLOCKTIME = "1"
+AMX_ISA = "AVX512_CORE_AMX"
+PRECISIONS = ("fp32", "avx-fp32", "bf16", "bfloat16", "bf32", "fp16")
+# Variables forwarded to remote ranks (-x) when they are set, besides the ones we set.
+FORWARD_NAMES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_ADDR",
+                 "MASTER_PORT", "GC_KERNEL_PATH", "MALLOC_CONF")
+FORWARD_PREFIXES = ("OMP_", "KMP_", "DNNL_", "ONEDNN_", "MKL_", "TF_", "HOROVOD_", "HABANA_",
+                    "NUM_INTRA_", "NUM_INTER_", "TORCH_", "PT_HPU_")
+MALLOC_LIBS = {
+    "tcmalloc": ("libtcmalloc.so.4", "libtcmalloc.so", "libtcmalloc_minimal.so.4"),
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
+}
+
+
+class LaunchError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+    exit_code = 2
+
+
+# -- the outside world, injectable for tests ------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Tools:
+    numactl: Optional[str]
+    mpirun: Optional[str]
+    is_root: bool
+    malloc_dirs: Tuple[str, ...] = ()
+    python: str = sys.executable or "python3"
+
+    @classmethod
+    def detect(cls, environ: Mapping[str, str]) -> "Tools":
+        dirs = []
+        for prefix in (environ.get("CONDA_PREFIX"), sys.prefix, "/usr/local"):
+            if prefix:
+                dirs.append(os.path.join(prefix, "lib"))
+        dirs += ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                 "/usr/lib", "/lib/x86_64-linux-gnu"]
+        return cls(numactl=shutil.which("numactl"), mpirun=shutil.which("mpirun"),
+                   is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
+                   malloc_dirs=tuple(dict.fromkeys(dirs)))
+
+    def find_malloc(self, which: str) -> Optional[str]:
+        kinds = ("tcmalloc", "jemalloc") if which == "auto" else (which,)
+        for kind in kinds:
+            for name in MALLOC_LIBS.get(kind, ()):
+                for folder in self.malloc_dirs:
+                    path = os.path.join(folder, name)
+                    if os.path.isfile(path):
+                        return path
+        return None
+
+
+# -- options --------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        raise LaunchError(f"{message} (see {PROG} --help)")
+
+
+def _env(environ: Mapping[str, str], *names: str) -> Optional[str]:
+    for name in names:
+        value = environ.get(name)
+        if value is not None and value.strip() != "":
+            return value.strip()
+    return None
+
+
+def _positive(value: Optional[str], what: str, allow_zero: bool = False) -> Optional[int]:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < (0 if allow_zero else 1):
+        raise LaunchError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} "
+                          f"integer, got {value!r}")
+    return number
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
+    argv = list(argv)
+    command: List[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
+    p = _Parser(prog=PROG, description="Run COMMAND with numactl binding, OpenMP settings and, "
+                "when asked, MPI ranks (one per socket).",
+                usage=f"{PROG} [options] -- COMMAND [ARGS...]")
+    p.add_argument("--mpi-num-processes", metavar="N",
+                   help="total MPI ranks (env MPI_NUM_PROCESSES); 1 or unset: no mpirun")
+    p.add_argument("--mpi-num-processes-per-socket", metavar="N",
+                   help="ranks sharing one socket (env MPI_NUM_PROCESSES_PER_SOCKET; default 1)")
+    p.add_argument("--hosts", metavar="H1,H2",
+                   help="hosts for multi-host runs, host or host:slots "
+                        "(env MULTI_HLS_IPS or MPI_HOSTNAMES)")
+    p.add_argument("--tcp-include", metavar="IF",
+                   help="interfaces/subnets for MPI TCP traffic (env MPI_TCP_INCLUDE)")
+    p.add_argument("--ssh-port", metavar="P", help="sshd port on the hosts (env DOCKER_SSHD_PORT)")
+    p.add_argument("--socket-id", metavar="S", help="run only on socket S")
+    p.add_argument("--num-cores", metavar="N", help="physical cores per process (default: all "
+                   "of its socket/share)")
+    p.add_argument("--num-intra-threads", metavar="N",
+                   help="NUM_INTRA_THREADS (default: the process' cores)")
+    p.add_argument("--num-inter-threads", metavar="N", help="NUM_INTER_THREADS (default: 1)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="sets DNNL_MAX_CPU_ISA: avx-fp32 unsets it; fp32/bf32/bf16 on AMX "
+                        "hardware "
+                        f"set {AMX_ISA} unless already set")
+    p.add_argument("--malloc", choices=("auto", "tcmalloc", "jemalloc", "none"), default="auto",
+                   help="preload tcmalloc/jemalloc when installed (default auto: either)")
+    p.add_argument("--no-bind", action="store_true",
+                   help="no numactl/affinity binding (thread settings are still exported)")
+    p.add_argument("--cpuset", metavar="LIST",
+                   help="use only these CPUs (like taskset); with --lscpu-file, simulates the "
+                        "recorded machine's cpuset")
+    p.add_argument("--lscpu-file", metavar="FILE",
+                   help="read the machine from a recorded `lscpu; lscpu --parse=CPU,Core,Socket,"
+                        "Node` output instead of this machine")
+    p.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    p.add_argument("--json", action="store_true",
+                   help='print {"argv": [...], "env": {...}} as JSON instead of shell text')
+    p.add_argument("--show-platform", action="store_true",
+                   help="print the detected CPU layout as JSON and exit")
+    p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    ns = p.parse_args(argv)
+    ns.command = command or ns.command
+    if not ns.command and not ns.show_platform:
+        raise LaunchError("no command given: put it after --, e.g. "
+                          f"{PROG} --dry-run -- python train.py")
+
+    ns.mpi_num_processes = _positive(ns.mpi_num_processes or _env(environ, "MPI_NUM_PROCESSES"),
+                                     "--mpi-num-processes / MPI_NUM_PROCESSES")
+    ns.mpi_num_processes_per_socket = _positive(
+        ns.mpi_num_processes_per_socket or _env(environ, "MPI_NUM_PROCESSES_PER_SOCKET"),
+        "--mpi-num-processes-per-socket / MPI_NUM_PROCESSES_PER_SOCKET")
+    ns.hosts = ns.hosts or _env(environ, "MULTI_HLS_IPS", "MPI_HOSTNAMES")
+    ns.tcp_include = ns.tcp_include or _env(environ, "MPI_TCP_INCLUDE")
+    ns.ssh_port = _positive(ns.ssh_port or _env(environ, "DOCKER_SSHD_PORT"),
+                            "--ssh-port / DOCKER_SSHD_PORT")
+    ns.socket_id = _positive(ns.socket_id, "--socket-id", allow_zero=True)
+    ns.num_cores = _positive(ns.num_cores, "--num-cores")
+    ns.num_intra_threads = _positive(ns.num_intra_threads or _env(environ, "NUM_INTRA_THREADS"),
+                                     "--num-intra-threads / NUM_INTRA_THREADS")
+    ns.num_inter_threads = _positive(ns.num_inter_threads or _env(environ, "NUM_INTER_THREADS"),
+                                     "--num-inter-threads / NUM_INTER_THREADS")
+    if ns.cpuset is not None:
+        try:
+            ns.cpuset = parse_cpu_list(ns.cpuset)
+        except ValueError:
+            raise LaunchError(f"--cpuset {ns.cpuset!r} is not a CPU list like 0-3,8-11") from None
+        if not ns.cpuset:
+            raise LaunchError("--cpuset is empty: give a CPU list like 0-3,8-11")
+    return ns
+
+
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
+
+
+def parse_hosts(text: str) -> List[Tuple[str, Optional[int]]]:
+    """``"10.0.0.1,node2:4"`` -> ``[("10.0.0.1", None), ("node2", 4)]``."""
+    hosts: List[Tuple[str, Optional[int]]] = []
+    entries = text.split(",")
+    for i, raw in enumerate(entries, 1):
+        entry = raw.strip()
+        name, slots = entry, None
+        m = re.match(r"^(.*?):(\d*)$", entry) if not entry.startswith("[") or "]:" in entry \
+            else None
+        if m:
+            name, slots_text = m.group(1), m.group(2)
+            slots = int(slots_text) if slots_text.isdigit() else -1
+        if not entry or not _HOST_RE.match(name) or (slots is not None and slots < 1):
+            raise LaunchError(
+                f"host list {text!r}: entry {i} ({entry!r}) is malformed; use comma-separated "
+                "host names or IPs, optionally host:slots, e.g. 10.0.0.1,10.0.0.2:8")
+        hosts.append((name, slots))
+    return hosts
+
+
+# -- placement ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """The CPUs (one per physical core) and NUMA nodes of one process."""
+
+    cpus: Tuple[int, ...]
+    nodes: Tuple[int, ...]
+
+    @property
+    def cpulist(self) -> str:
+        return format_cpu_list(self.cpus)
+
+    @property
+    def mems(self) -> str:
+        """``--membind`` value, or ``local`` when the CPUs span several nodes."""
+        return str(self.nodes[0]) if len(self.nodes) == 1 else "local"
+
+
+def _slot(platform: Platform, cpus: Sequence[int]) -> Slot:
+    return Slot(cpus=tuple(cpus), nodes=tuple(sorted({platform.node_of(c) for c in cpus})))
+
+
+def assign_slots(platform: Platform, n: int, per_socket: Optional[int],
+                 num_cores: Optional[int]) -> Tuple[List[Slot], List[str], bool]:
+    """Place ``n`` ranks on this machine's usable physical cores.
+
+    Returns (one slot per local rank, warnings, whether mpirun must oversubscribe)."""
+    warnings: List[str] = []
+    sockets = platform.usable_sockets()
+    cores = {s: platform.physical_cores(s) for s in sockets}
+    total = sum(len(v) for v in cores.values())
+    if per_socket is not None:
+        for s in sockets:
+            if per_socket > len(cores[s]):
+                raise LaunchError(
+                    f"{per_socket} processes per socket but socket {s} has only "
+                    f"{len(cores[s])} usable physical core(s): set "
+                    f"MPI_NUM_PROCESSES_PER_SOCKET (--mpi-num-processes-per-socket) to at most "
+                    f"{len(cores[s])}")
+    ranks_per_socket = per_socket
+    if ranks_per_socket is None:
+        if n <= len(sockets):
+            ranks_per_socket = 1
+        elif n % len(sockets) == 0 and n // len(sockets) <= min(len(v) for v in cores.values()):
+            ranks_per_socket = n // len(sockets)
+            warnings.append(f"{n} ranks on {len(sockets)} socket(s): {ranks_per_socket} ranks "
+                            "share each socket, splitting its cores")
+    slots: List[Slot] = []
+    oversubscribe = False
+    if ranks_per_socket is not None and n <= len(sockets) * ranks_per_socket:
+        used = sockets[:math.ceil(n / ranks_per_socket)]
+        chunk = min(len(cores[s]) for s in used) // ranks_per_socket
+        for r in range(n):
+            s = used[r // ranks_per_socket]
+            k = r % ranks_per_socket
+            slots.append(_slot(platform, cores[s][k * chunk:(k + 1) * chunk]))
+        spare = sum(len(cores[s]) for s in used) - chunk * n
+        if spare and len({len(cores[s]) for s in used}) > 1:
+            warnings.append(f"sockets have unequal usable cores; each rank gets {chunk}, "
+                            f"{spare} core(s) stay idle")
+    else:
+        everything = [c for s in sockets for c in cores[s]]
+        have = (f"{len(sockets)} socket(s)" if per_socket is None else
+                f"{len(sockets)} socket(s) x {per_socket} rank(s) per socket")
+        if total >= n:
+            chunk = total // n
+            slots = [_slot(platform, everything[r * chunk:(r + 1) * chunk]) for r in range(n)]
+            warnings.append(f"{n} ranks asked but this machine has {have}: splitting its "
+                            f"{total} usable physical cores, {chunk} per rank")
+        else:
+            slots = [_slot(platform, [everything[r % total]]) for r in range(n)]
+            oversubscribe = True
+            warnings.append(f"{n} ranks asked but only {total} usable physical core(s): ranks "
+                            "share cores (oversubscribed, slow)")
+    if num_cores is not None:
+        have_cores = min(len(s.cpus) for s in slots)
+        if num_cores > have_cores:
+            raise LaunchError(f"--num-cores {num_cores} but each rank has {have_cores} usable "
+                              f"physical core(s): use --num-cores {have_cores} or fewer ranks")
+        slots = [_slot(platform, s.cpus[:num_cores]) for s in slots]
+    return slots, warnings, oversubscribe
+
+
+# -- the plan -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Plan:
+    argv: List[str]
+    env: Dict[str, str]
+    unset: List[str]
+    warnings: List[str]
+    summary: str
+
+    def to_json(self) -> str:
+        obj: dict = {"argv": self.argv, "env": self.env}
+        if self.unset:
+            obj["unset"] = self.unset
+        return json.dumps(obj, sort_keys=False)
+
+    def shell_text(self) -> str:
+        lines = [f"# {PROG}: {self.summary}"]
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
+        lines += [f"unset {k}" for k in self.unset]
+        lines.append(shlex.join(self.argv))
+        return "\n".join(lines)
+
+    def child_environ(self, environ: Mapping[str, str]) -> Dict[str, str]:
+        env = dict(environ)
+        env.update(self.env)
+        for name in self.unset:
+            env.pop(name, None)
+        return env
+
+
+def _precision_env(precision: Optional[str], platform: Platform, environ: Mapping[str, str],
+                   env: Dict[str, str], unset: List[str], warnings: List[str]) -> None:
+    if precision is None:
+        return
+    if precision == "avx-fp32":
+        unset.append("DNNL_MAX_CPU_ISA")
+        return
+    if precision in ("fp32", "bf32", "bf16", "bfloat16"):
+        if "DNNL_MAX_CPU_ISA" not in environ and platform.has_amx:
+            env["DNNL_MAX_CPU_ISA"] = AMX_ISA
+    if precision in ("bf16", "bfloat16") and not platform.has_native_bf16:
+        warnings.append("bf16 asked but this CPU has neither avx512_bf16 nor amx_bf16: "
+                        "bf16 math is emulated and slow")
+
+
+def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: Platform,
+               tools: Tools) -> Plan:
+    """Pure: options + machine -> command line and environment."""
+    warnings: List[str] = []
+    env: Dict[str, str] = {}
+    unset: List[str] = []
+
+    if opts.cpuset is not None:
+        platform = platform.with_usable(opts.cpuset)
+        if not platform.usable:
+            raise LaunchError(f"--cpuset {format_cpu_list(opts.cpuset)} names no online CPU of "
+                              f"this machine (online: "
+                              f"{format_cpu_list(c.cpu for c in platform.cpus)})")
+    if opts.socket_id is not None:
+        if opts.socket_id not in platform.sockets:
+            raise LaunchError(f"--socket-id {opts.socket_id} is out of range: this machine has "
+                              f"socket(s) {format_cpu_list(platform.sockets)}")
+        own = {c.cpu for c in platform.cpus if c.socket == opts.socket_id}
+        if not own & platform.usable:
+            raise LaunchError(f"--socket-id {opts.socket_id}: none of its CPUs may be used by "
+                              f"this process (usable: {format_cpu_list(platform.usable)}); "
+                              "pick another socket")
+        platform = platform.with_usable(own & platform.usable)
+
+    hosts = parse_hosts(opts.hosts) if opts.hosts else []
+    n = opts.mpi_num_processes
+    if n is None and opts.mpi_num_processes_per_socket is not None and not hosts:
+        n = len(platform.usable_sockets()) * opts.mpi_num_processes_per_socket
+    use_mpi = bool(hosts) or (n or 1) > 1
+
+    if not use_mpi:
+        cores = platform.physical_cores()
+        if opts.num_cores is not None:
+            if opts.num_cores > len(cores):
+                where = (f"socket {opts.socket_id}" if opts.socket_id is not None
+                         else "this process")
+                raise LaunchError(f"--num-cores {opts.num_cores} but {where} has "
+                                  f"{len(cores)} usable physical core(s): use --num-cores "
+                                  f"{len(cores)} or less")
+            cores = cores[:opts.num_cores]
+        slot = _slot(platform, cores)
+        if opts.no_bind:
+            argv = list(opts.command)
+        elif tools.numactl:
+            mem = "--localalloc" if slot.mems == "local" else f"--membind={slot.mems}"
+            argv = [tools.numactl, f"--physcpubind={slot.cpulist}", mem, *opts.command]
+        else:
+            argv = [tools.python, BIND_SCRIPT, "--slot", f"{slot.cpulist}:{slot.mems}", "--",
+                    *opts.command]
+            warnings.append("numactl not found: binding CPUs with sched_setaffinity, memory "
+                            "unbound (install numactl for NUMA-local memory)")
+        threads = len(slot.cpus)
+        summary = f"1 process on CPUs {slot.cpulist} (NUMA {slot.mems}), {threads} thread(s)"
+    else:
+        mpirun = tools.mpirun
+        if not mpirun:
+            if hosts:
+                asked, instead = f"hosts {opts.hosts}", "or unset MULTI_HLS_IPS/MPI_HOSTNAMES"
+            else:
+                asked, instead = f"MPI_NUM_PROCESSES={n}", "or set MPI_NUM_PROCESSES=1"
+            if not opts.dry_run:
+                raise LaunchError(f"{asked} needs mpirun, which is not on PATH: install Open MPI "
+                                  f"(apt-get install openmpi-bin) {instead}")
+            warnings.append("mpirun not found on PATH (install openmpi-bin); showing the command")
+            mpirun = "mpirun"
+        argv = [mpirun]
+        if tools.is_root:
+            argv.append("--allow-run-as-root")
+        if hosts:
+            if n is not None and any(s is None for _, s in hosts):
+                per_host = math.ceil(n / len(hosts))
+            else:
+                per_host = len(platform.usable_sockets()) * (opts.mpi_num_processes_per_socket
+                                                             or 1)
+            host_slots = [(h, s if s is not None else per_host) for h, s in hosts]
+            capacity = sum(s for _, s in host_slots)
+            if n is None:
+                n = capacity
+            elif n > capacity:
+                raise LaunchError(f"{n} ranks asked but the hosts provide {capacity} slots "
+                                  f"({opts.hosts}): lower MPI_NUM_PROCESSES or add host:slots")
+            local_n = max(s for _, s in host_slots)
+        else:
+            local_n = n
+        assert n is not None
+        slots, more, oversubscribe = assign_slots(platform, local_n,
+                                                  opts.mpi_num_processes_per_socket,
+                                                  opts.num_cores)
+        warnings += more
+        argv += ["-np", str(n)]
+        if hosts:
+            argv += ["-H", ",".join(f"{h}:{s}" for h, s in host_slots)]
+        if oversubscribe:
+            argv.append("--oversubscribe")
+        argv += ["--bind-to", "none", "--map-by", "slot"]
+        if opts.tcp_include:
+            argv += ["--mca", "btl_tcp_if_include", opts.tcp_include]
+        if hosts and opts.ssh_port:
+            argv += ["--mca", "plm_rsh_args", f"-p {opts.ssh_port}"]
+        if hosts and environ.get("MPI_ROOT"):
+            argv += ["--prefix", environ["MPI_ROOT"]]
+        threads = min(len(s.cpus) for s in slots)
+        bind = [tools.python, BIND_SCRIPT]
+        for s in slots:
+            bind += ["--slot", f"{s.cpulist}:{s.mems}"]
+        tail = list(opts.command) if opts.no_bind else [*bind, "--", *opts.command]
+        where = f"{len(hosts)} host(s)" if hosts else "this host"
+        summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; local ranks bound to "
+                   + " | ".join(f"{s.cpulist} (NUMA {s.mems})" for s in slots))
+
+    local_threads = threads * (1 if not use_mpi else local_n)
+    if platform.cpu_quota is not None and platform.cpu_quota < local_threads:
+        warnings.append(f"this container may use {platform.cpu_quota:g} CPU(s) (cgroup cpu.max) "
+                        f"but {local_threads} OpenMP threads are planned: pass --num-cores "
+                        f"{max(1, int(platform.cpu_quota))} or raise the limit")
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["NUM_INTRA_THREADS"] = str(opts.num_intra_threads or threads)
+    env["NUM_INTER_THREADS"] = str(opts.num_inter_threads or 1)
+    for name, value in (("KMP_AFFINITY", DEFAULT_KMP_AFFINITY),
+                        ("KMP_BLOCKTIME", DEFAULT_KMP_BLOCKTIME)):
+        if name not in environ:
+            env[name] = value
+    _precision_env(opts.precision, platform, environ, env, unset, warnings)
+    if opts.malloc != "none":
+        current = environ.get("LD_PRELOAD", "")
+        if not re.search(r"(tc|je)malloc", current):
+            lib = tools.find_malloc(opts.malloc)
+            if lib:
+                env["LD_PRELOAD"] = f"{lib}:{current}" if current else lib
+            elif opts.malloc != "auto":
+                warnings.append(f"--malloc {opts.malloc}: lib{opts.malloc} not found, running "
+                                "with the default allocator")
+
+    if use_mpi:
+        if hosts:
+            names = set(env)
+            names.update(k for k in environ if k in FORWARD_NAMES or k.startswith(FORWARD_PREFIXES))
+            names.difference_update(unset)
+            for name in sorted(names):
+                argv += ["-x", name]
+        argv += tail
+    return Plan(argv=argv, env=env, unset=unset, warnings=warnings, summary=summary)
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+def load_platform(opts: argparse.Namespace) -> Platform:
+    if opts.lscpu_file:
+        try:
+            with open(opts.lscpu_file, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise LaunchError(f"--lscpu-file {opts.lscpu_file}: {exc.strerror}") from None
+        try:
+            return platform_info.from_lscpu_text(text, source=opts.lscpu_file)
+        except ValueError as exc:
+            raise LaunchError(f"--lscpu-file {opts.lscpu_file}: {exc}") from None
+    return platform_info.detect()
+
+
+def _is_open_mpi(mpirun: str) -> bool:
+    try:
+        done = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30,
+                              check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "Open MPI" in done.stdout + done.stderr or "OpenRTE" in done.stdout + done.stderr
+
+
+def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, str]] = None,
+         platform: Optional[Platform] = None, tools: Optional[Tools] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    environ = os.environ if environ is None else environ
+    try:
+        opts = parse_args(argv, environ)
+        platform = platform or load_platform(opts)
+        if opts.show_platform:
+            print(json.dumps(platform.to_dict(), indent=2))
+            return 0
+        tools_used = tools or Tools.detect(environ)
+        plan = build_plan(opts, environ, platform, tools_used)
+    except LaunchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for warning in plan.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    print(plan.to_json() if opts.json else plan.shell_text())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if opts.dry_run:
+        return 0
+    child_env = plan.child_environ(environ)
+    if plan.argv[0] == tools_used.mpirun and not _is_open_mpi(plan.argv[0]):
+        print(f"{PROG}: error: {plan.argv[0]} is not Open MPI's mpirun (the options used are "
+              "Open MPI's): install openmpi-bin and put its mpirun first on PATH",
+              file=sys.stderr)
+        return 2
+    program = opts.command[0]
+    if not opts.hosts and os.sep not in program and not shutil.which(
+            program, path=child_env.get("PATH", os.defpath)):
+        print(f"{PROG}: error: {program!r} not found on PATH: give its full path or install it",
+              file=sys.stderr)
+        return 127
+    try:
+        os.execvpe(plan.argv[0], plan.argv, child_env)
+    except OSError as exc:
+        print(f"{PROG}: error: cannot run {plan.argv[0]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
+    return 0  # not reached: exec replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``modelpkg`` command; ``packager.cli`` wires them. No archive logic here."""

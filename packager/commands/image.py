@@ -1,0 +1,135 @@
+"""`modelpkg image build|run`: wiring only; the work is in `packager.image`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from packager.errors import ModelpkgError
+from packager.image.actions import BuildOptions, build_image, run_quickstart
+from packager.image.context import parse_key_values, secrets as parse_secrets
+from packager.image.select import BUILDER_NAMES, select_builder
+
+app = typer.Typer(
+    name="image",
+    help="Build a package's container image (Docker SDK or daemonless buildah) and run quickstarts in it.",
+    no_args_is_help=True,
+)
+
+BuilderOpt = Annotated[
+    str,
+    typer.Option(
+        "--builder",
+        help=f"{'|'.join(BUILDER_NAMES)}: auto = docker when a daemon answers, else buildah.",
+        envvar="MODELPKG_BUILDER",
+    ),
+]
+StorageOpt = Annotated[
+    Optional[str],
+    typer.Option(help="buildah storage driver (overlay, vfs); default: buildah's own.",
+                 envvar="MODELPKG_STORAGE_DRIVER"),
+]
+IsolationOpt = Annotated[
+    str,
+    typer.Option(help="buildah isolation: chroot (works without a daemon or user namespaces), oci, rootless.",
+                 envvar="MODELPKG_ISOLATION"),
+]
+RootOpt = Annotated[
+    Optional[Path],
+    typer.Option(help="Repository root (default: found from the installed packager or the current folder).",
+                 envvar="MODELPKG_ROOT"),
+]
+TagOpt = Annotated[Optional[str], typer.Option(help="Image reference (default: the spec's image name:tag).")]
+
+
+def _log(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _fail(exc: ModelpkgError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _load(name: str, root: Optional[Path]):
+    from packager.repo import load_spec
+    from packager.root import find_root
+
+    resolved = find_root(root)
+    return load_spec(name, resolved), resolved
+
+
+@app.command("build")
+def build_command(
+    name: Annotated[str, typer.Argument(help="Package name (specs/NAME.yaml).")],
+    builder: BuilderOpt = "auto",
+    tag: TagOpt = None,
+    base_image: Annotated[Optional[str], typer.Option(help="Override ARG BASE_IMAGE, e.g. localhost/modelpkg-base:bookworm.")] = None,
+    build_arg: Annotated[Optional[list[str]], typer.Option("--build-arg", help="NAME=VALUE (repeatable); NAME alone takes $NAME.")] = None,
+    secret: Annotated[Optional[list[str]], typer.Option("--secret", help="Build secret id=NAME,src=FILE (repeatable); never stored in a layer.")] = None,
+    ca_bundle: Annotated[Optional[Path], typer.Option(help="Extra CA bundle for pip in the build (= --secret id=pip_cert,src=FILE).", envvar="MODELPKG_CA_BUNDLE")] = None,
+    storage_driver: StorageOpt = None,
+    isolation: IsolationOpt = "chroot",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached layers.")] = False,
+    context_dir: Annotated[Optional[Path], typer.Option(help="Write (and keep) the build context here instead of a temp dir.")] = None,
+    root: RootOpt = None,
+) -> None:
+    """Build the image of package NAME: its archive + rendered Dockerfile as the context.
+
+    Proxy variables set in the environment (http_proxy, https_proxy, no_proxy and upper case)
+    are passed as build args only, so they never end up in the image.
+    """
+    try:
+        spec, resolved_root = _load(name, root)
+        options = BuildOptions(
+            tag=tag,
+            base_image=base_image,
+            build_args=parse_key_values(build_arg or [], "--build-arg"),
+            secrets=parse_secrets(secret or [], ca_bundle),
+            layers=not no_cache,
+            keep_context=context_dir,
+        )
+        chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
+        _log(f"image: building {name} with {chosen.name}")
+        result = build_image(spec, chosen, options, _log, resolved_root)
+    except ModelpkgError as exc:
+        raise _fail(exc) from None
+    _log(f"image: built {result.tag} (id {result.image_id[:12]}) with {result.builder} in {result.seconds:.1f} s")
+
+
+@app.command("run")
+def run_command(
+    name: Annotated[str, typer.Argument(help="Package name (specs/NAME.yaml).")],
+    script: Annotated[str, typer.Argument(help="Quickstart script file name, e.g. bfloat16_squad_training_demo.sh.")],
+    args: Annotated[Optional[list[str]], typer.Argument(help="Arguments for the script (after --).")] = None,
+    builder: BuilderOpt = "auto",
+    tag: TagOpt = None,
+    env: Annotated[Optional[list[str]], typer.Option("--env", "-e", help="NAME=VALUE for the container (repeatable); NAME alone takes $NAME.")] = None,
+    volume: Annotated[Optional[list[str]], typer.Option("--volume", "-v", help="HOST[:CONTAINER][:ro] (repeatable).")] = None,
+    privileged: Annotated[bool, typer.Option(help="docker only: run privileged (as seed 000's docker run does).")] = False,
+    storage_driver: StorageOpt = None,
+    isolation: IsolationOpt = "chroot",
+    root: RootOpt = None,
+) -> None:
+    """Run `/bin/bash quickstart/SCRIPT ARGS` in NAME's image: usage `image run NAME -- SCRIPT [ARGS]`.
+
+    The quickstart's env vars (CHECKPOINT_DIR, DATASET_DIR, OUTPUT_DIR, MPI_NUM_PROCESSES, ...)
+    set here are forwarded, with proxies; the folders are mounted at the same path.
+    Exits with the script's exit status.
+    """
+    try:
+        spec, _ = _load(name, root)
+        chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
+        code = run_quickstart(
+            spec, chosen, script, args or [], log=_log, tag=tag,
+            env=parse_key_values(env or [], "--env"), volumes=volume or [], privileged=privileged,
+        )
+    except ModelpkgError as exc:
+        raise _fail(exc) from None
+    if code != 0:
+        typer.echo(f"error: quickstart/{Path(script).name} exited with status {code}", err=True)
+    raise typer.Exit(code)

@@ -1,0 +1,45 @@
+"""``modelpkg list``: the packages the repository's specs define."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from packager.commands.common import echo, state
+from packager.repo import load_specs
+
+
+def list_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of objects (name, title, framework, precision, mode, hardware, image, wrapper).")] = False,
+) -> None:
+    """List the packages (one per specs/<name>.yaml)."""
+    root = state(ctx).root
+    specs = load_specs(None, root, check=False)
+    rows = [
+        {
+            "name": s.name,
+            "title": s.title,
+            "framework": s.framework,
+            "precision": s.precision if isinstance(s.precision, str) else list(s.precision),
+            "mode": s.mode,
+            "hardware": s.hardware,
+            "image": s.image.reference if s.image else None,
+            "wrapper": s.wrapper.enabled,
+        }
+        for s in specs
+    ]
+    if as_json:
+        echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        echo(f"no specs in {root / 'specs'}")
+        return
+    headers = ["name", "framework", "precision", "mode", "hardware", "image"]
+    table = [[str(r[h] if not isinstance(r[h], list) else ",".join(r[h])) if r[h] is not None else "-" for h in headers] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in table:
+        echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

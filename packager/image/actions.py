@@ -1,0 +1,116 @@
+"""`modelpkg image build` / `image run` as plain functions (the Typer command only wires them).
+
+build: package archive + rendered Dockerfile into a temp context dir, then the builder.
+run:   `/bin/bash quickstart/SCRIPT ARGS` in the built image with the quickstart's env and mounts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packager.image.base import Builder, BuildRequest, BuildResult, ImageError, LogFn, Secret
+from packager.image.buildah import BuildahBuilder
+from packager.image.context import build_args as merge_build_args
+from packager.image.context import run_request, write_context
+from packager.spec import Spec
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    tag: str | None = None
+    base_image: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[Secret, ...] = ()
+    layers: bool = True
+    keep_context: Path | None = None  # write the context here (and keep it) instead of a temp dir
+
+
+def image_reference(spec: Spec, tag: str | None = None) -> str:
+    if spec.image is None:
+        raise ImageError(f"{spec.spec_label} has no image section, so there is no image to build or run")
+    return tag or spec.image.reference
+
+
+def prepare_context(spec: Spec, context_dir: Path, root: Path | None, *, buildkit: bool) -> Path:
+    """Write the package archive and the Dockerfile into `context_dir`; returns the Dockerfile.
+
+    `buildkit=False` renders RUN lines without `--mount` (the Docker SDK's classic builder).
+    """
+    from packager.archive import build_model_package
+    from packager.dockerfile import render_dockerfile
+
+    text = render_dockerfile(spec, root, pip_cert_secret=buildkit)
+    archive_dir = context_dir.parent / f".{context_dir.name}-archive"
+    archive = build_model_package(spec, archive_dir, root)
+    try:
+        return write_context(context_dir, text, archive, spec.name)
+    finally:
+        archive.unlink(missing_ok=True)
+        try:
+            archive_dir.rmdir()
+        except OSError:
+            pass
+
+
+def build_image(
+    spec: Spec, builder: Builder, options: BuildOptions, log: LogFn, root: Path | None = None
+) -> BuildResult:
+    tag = image_reference(spec, options.tag)
+    assert spec.image is not None
+    args = merge_build_args(spec.image.build_args, options.build_args, options.base_image)
+    buildkit = isinstance(builder, BuildahBuilder) or bool(options.secrets)
+
+    def _build(context_dir: Path) -> BuildResult:
+        start = time.monotonic()
+        prepare_context(spec, context_dir, root, buildkit=buildkit)
+        log(f"build context: {context_dir} (Dockerfile, model_packages/{spec.name}.tar.gz) "
+            f"in {time.monotonic() - start:.1f} s")
+        request = BuildRequest(
+            context_dir=context_dir, tag=tag, build_args=args, secrets=options.secrets,
+            layers=options.layers,
+        )
+        return builder.build(request, log)
+
+    if options.keep_context is not None:
+        return _build(Path(options.keep_context).resolve())
+    with tempfile.TemporaryDirectory(prefix=f"modelpkg-image-{spec.name}-") as tmp:
+        return _build(Path(tmp) / "context")
+
+
+def quickstart_env(spec: Spec, script: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(required, optional) env names of the spec's quickstart called `script` (basename)."""
+    name = Path(script).name
+    for qs in spec.quickstart:
+        if qs.basename == name:
+            return qs.env.required, qs.env.optional
+    known = ", ".join(qs.basename for qs in spec.quickstart) or "none"
+    raise ImageError(f"{spec.name} has no quickstart {name!r}; its quickstarts: {known}")
+
+
+def run_quickstart(
+    spec: Spec,
+    builder: Builder,
+    script: str,
+    script_args: Iterable[str] = (),
+    *,
+    log: LogFn,
+    tag: str | None = None,
+    env: Mapping[str, str] | None = None,
+    volumes: Iterable[str] = (),
+    privileged: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    required, optional = quickstart_env(spec, script)
+    mount_vars: tuple[str, ...] = ("CHECKPOINT_DIR", "DATASET_DIR", "OUTPUT_DIR")
+    if spec.wrapper.run is not None and spec.wrapper.run.mounts:
+        mount_vars = tuple(dict.fromkeys([*spec.wrapper.run.mounts, *mount_vars]))
+    request = run_request(
+        image_reference(spec, tag), Path(script).name, script_args,
+        required_env=required, optional_env=optional, mount_vars=mount_vars,
+        extra_env=env, volumes=volumes, environ=environ, privileged=privileged,
+    )
+    return builder.run(request, log)

@@ -1,0 +1,165 @@
+"""The small protocol every image builder implements, and the data passed to it.
+
+Builders are plain classes with no Typer in them: `build()` turns a prepared build context
+into an image, `run()` runs a command in an image. Console output goes through the `log`
+callable (one line at a time) so the CLI decides how to show progress and tests can capture it.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from packager.errors import ModelpkgError
+
+LogFn = Callable[[str], None]
+
+#: How many output lines a failed build shows.
+TAIL_LINES = 25
+
+
+class ImageError(ModelpkgError):
+    """A failure the user can act on; the message says what to do. Exit code 1."""
+
+    exit_code = 1
+
+
+class BuilderUnavailableError(ImageError):
+    """The requested builder (or, for `auto`, any builder) cannot be used here."""
+
+
+class ImageBuildError(ImageError):
+    """A build step failed. Carries the failing step and the last output lines."""
+
+    def __init__(self, builder: str, step: str | None, tail: Iterable[str], reason: str = ""):
+        self.builder = builder
+        self.step = step
+        self.tail = list(tail)
+        self.reason = reason
+        where = f"at step: {step}" if step else "before the first step"
+        lines = [f"{builder} build failed {where}"]
+        if reason:
+            lines.append(f"error: {reason}")
+        if self.tail:
+            lines.append(f"last {len(self.tail)} output lines:")
+            lines.extend("  " + line for line in self.tail)
+        super().__init__("\n".join(lines))
+
+
+class ImageRunError(ImageError):
+    """Starting or cleaning up a container failed (not: the script inside exited non-zero)."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A build secret: `id` as the Dockerfile's `RUN --mount=type=secret,id=...` names it,
+    `src` the host file. Never copied into the context or a layer."""
+
+    id: str
+    src: Path
+
+    @classmethod
+    def parse(cls, text: str) -> Secret:
+        """Parse the docker/buildah syntax `id=NAME,src=PATH` (`source=` also accepted)."""
+        fields: dict[str, str] = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not value:
+                raise ImageError(f"--secret {text!r}: expected id=NAME,src=FILE")
+            fields[key.strip()] = value.strip()
+        unknown = set(fields) - {"id", "src", "source", "type"}
+        if unknown:
+            raise ImageError(
+                f"--secret {text!r}: unknown field(s) {', '.join(sorted(unknown))}; "
+                "expected id=NAME,src=FILE"
+            )
+        if fields.get("type", "file") != "file":
+            raise ImageError(f"--secret {text!r}: only type=file secrets are supported")
+        src = fields.get("src") or fields.get("source")
+        if "id" not in fields or not src:
+            raise ImageError(f"--secret {text!r}: expected id=NAME,src=FILE")
+        path = Path(src).expanduser().resolve()
+        if not path.is_file():
+            raise ImageError(f"--secret {text!r}: {path} is not a file")
+        return cls(id=fields["id"], src=path)
+
+    def to_arg(self) -> str:
+        return f"id={self.id},src={self.src}"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a builder needs; the context dir already holds `dockerfile`."""
+
+    context_dir: Path
+    tag: str
+    dockerfile: str = "Dockerfile"
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[Secret, ...] = ()
+    layers: bool = True  # reuse cached layers (buildah --layers; docker always caches)
+    pull: bool = False  # never contact a registry unless asked
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str
+    tag: str
+    builder: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: Path
+    container: str
+    read_only: bool = False
+
+    def to_arg(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    workdir: str | None = None  # None: the image's WORKDIR
+    privileged: bool = False
+
+
+@runtime_checkable
+class Builder(Protocol):
+    name: str
+
+    def build(self, request: BuildRequest, log: LogFn) -> BuildResult: ...
+
+    def run(self, request: RunRequest, log: LogFn) -> int:
+        """Run the command; returns its exit status."""
+        ...
+
+
+# "STEP 3/12: RUN ..." (buildah) and "Step 3/12 : RUN ..." (docker classic builder);
+# BuildKit's plain progress prints "#7 [3/12] RUN ...".
+_STEP_RE = re.compile(r"^(?:STEP \d+(?:/\d+)?:|Step \d+/\d+ :|#\d+ \[[^\]]*\d+/\d+\])")
+
+
+class OutputTracker:
+    """Remembers the current build step and the last output lines for error messages."""
+
+    def __init__(self, log: LogFn, tail_lines: int = TAIL_LINES):
+        self._log = log
+        self.step: str | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\r\n")
+        if _STEP_RE.match(line):
+            self.step = line.strip()
+            self.tail.clear()
+        self.tail.append(line)
+        self._log(line)

@@ -1,0 +1,208 @@
+# shellcheck shell=bash source-path=SCRIPTDIR source-path=SCRIPTDIR/../../common
+# Shared implementation of the BERT Large TensorFlow fine-tuning quickstarts. Sourced by the
+# thin <precision>_<task>_training*.sh scripts beside it, which call
+#
+#     bert_tf_quickstart PRECISION TASK "$@"
+#
+# PRECISION: fp32 | bfloat16; TASK: squad | squad_demo | classifier. Arguments after the
+# script name are passed through to the Python script (later flags win, so
+# `--max_seq_length=128` or `--mpi_workers_sync_gradients=True` override the defaults).
+#
+# Environment (checked before any work starts; a problem names the variable and exits 1):
+#   CHECKPOINT_DIR     google-research BERT checkpoint folder: vocab.txt, bert_config.json,
+#                      bert_model.ckpt.index, bert_model.ckpt.data-*
+#   DATASET_DIR        squad: train-v1.1.json + dev-v1.1.json; squad_demo: mini-dev-v1.1.json;
+#                      classifier: the GLUE MRPC folder (train.tsv, dev.tsv) or a GLUE folder
+#                      holding MRPC/
+#   OUTPUT_DIR         logs, checkpoints, predictions and metrics (created when missing)
+#   MPI_NUM_PROCESSES  optional: number of MPI ranks (one per socket); read by the launcher
+#   BATCH_SIZE         optional: per-rank training batch size
+
+# The folder holding this file: <package>/quickstart inside a package,
+# quickstart/bert_large/tensorflow in the source tree.
+_BERT_TF_QS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [[ -f "${_BERT_TF_QS_DIR}/lib.sh" ]]; then
+    # shellcheck source=lib.sh
+    source "${_BERT_TF_QS_DIR}/lib.sh"
+elif [[ -f "${_BERT_TF_QS_DIR}/../../common/lib.sh" ]]; then
+    # shellcheck source=lib.sh
+    source "${_BERT_TF_QS_DIR}/../../common/lib.sh"
+else
+    echo "error: quickstart/lib.sh is missing next to ${BASH_SOURCE[0]}; extract the model package again" >&2
+    exit 1
+fi
+
+# Name of the marker file that records which quickstart last used an OUTPUT_DIR.
+BERT_TF_MARKER_FILE=".modelpkg_quickstart"
+
+# bert_tf_package_dir: the package root, i.e. the nearest parent folder holding
+# models/common/launch.py (the extracted package, or the repository in a source checkout).
+bert_tf_package_dir() {
+    local dir="${_BERT_TF_QS_DIR}"
+    while [[ "${dir}" != "/" ]]; do
+        if [[ -f "${dir}/models/common/launch.py" ]]; then
+            echo "${dir}"
+            return 0
+        fi
+        dir="$(dirname "${dir}")"
+    done
+    qs_die "models/common/launch.py not found above ${_BERT_TF_QS_DIR}; run the script from an extracted model package"
+}
+
+# bert_tf_check_checkpoint_dir: CHECKPOINT_DIR holds a google-research BERT checkpoint.
+bert_tf_check_checkpoint_dir() {
+    local what="the pretrained BERT model folder (vocab.txt, bert_config.json, bert_model.ckpt.*) from https://github.com/google-research/bert#pre-trained-models"
+    require_dir CHECKPOINT_DIR "${what}"
+    require_file CHECKPOINT_DIR "${CHECKPOINT_DIR}/vocab.txt" "${what}"
+    require_file CHECKPOINT_DIR "${CHECKPOINT_DIR}/bert_config.json" "${what}"
+    require_file CHECKPOINT_DIR "${CHECKPOINT_DIR}/bert_model.ckpt.index" "${what}"
+    local data_files=("${CHECKPOINT_DIR}"/bert_model.ckpt.data-*)
+    if [[ ! -f "${data_files[0]}" ]]; then
+        qs_die "${CHECKPOINT_DIR}/bert_model.ckpt.data-00000-of-00001 not found (no bert_model.ckpt.data-* file): CHECKPOINT_DIR must point to ${what}"
+    fi
+}
+
+# bert_tf_mrpc_dir: prints the MRPC folder for DATASET_DIR (MRPC itself, or GLUE holding MRPC/).
+bert_tf_mrpc_dir() {
+    local candidate
+    for candidate in "${DATASET_DIR}" "${DATASET_DIR}/MRPC"; do
+        if [[ -f "${candidate}/train.tsv" && -f "${candidate}/dev.tsv" ]]; then
+            (cd "${candidate}" && pwd)
+            return 0
+        fi
+    done
+    qs_die "DATASET_DIR=${DATASET_DIR} has no MRPC data: neither ${DATASET_DIR}/train.tsv and dev.tsv nor ${DATASET_DIR}/MRPC/train.tsv and dev.tsv exist. Set DATASET_DIR to the GLUE MRPC folder (or the GLUE folder holding MRPC/)"
+}
+
+# bert_tf_check_output_dir SCRIPT: warn when OUTPUT_DIR was used by another quickstart, or holds
+# checkpoints/results of an unknown run; then record SCRIPT as its user.
+bert_tf_check_output_dir() {
+    local script="$1" marker="${OUTPUT_DIR}/${BERT_TF_MARKER_FILE}" previous=""
+    if [[ -f "${marker}" ]]; then
+        previous="$(head -n 1 "${marker}")"
+        if [[ "${previous}" != "${script}" ]]; then
+            qs_warn "OUTPUT_DIR=${OUTPUT_DIR} was used by ${previous}; its checkpoints or results may be picked up by ${script} or overwritten. Use a new empty OUTPUT_DIR for each kind of run."
+        fi
+    elif compgen -G "${OUTPUT_DIR}/checkpoint" >/dev/null \
+        || compgen -G "${OUTPUT_DIR}/*.ckpt*" >/dev/null \
+        || compgen -G "${OUTPUT_DIR}/*.weights.h5" >/dev/null \
+        || compgen -G "${OUTPUT_DIR}/predictions.json" >/dev/null \
+        || compgen -G "${OUTPUT_DIR}/eval_results*" >/dev/null; then
+        qs_warn "OUTPUT_DIR=${OUTPUT_DIR} already holds checkpoints or results from an earlier run; they may be picked up by ${script} or overwritten. Use a new empty OUTPUT_DIR for each kind of run."
+    fi
+    printf '%s\n' "${script}" >"${marker}"
+}
+
+# bert_tf_quickstart PRECISION TASK [PASS-THROUGH ARGS...]
+bert_tf_quickstart() {
+    local precision="$1" task="$2"
+    shift 2
+    local script
+    script="$(basename "${BASH_SOURCE[1]}")"
+
+    local model_precision
+    case "${precision}" in
+        bfloat16) model_precision="bf16" ;;
+        fp32) model_precision="fp32" ;;
+        *) qs_die "unknown precision '${precision}' in ${script} (expected fp32 or bfloat16)" ;;
+    esac
+
+    # --- validate everything before doing any work ---
+    bert_tf_check_checkpoint_dir
+    require_dir DATASET_DIR "the dataset folder (see the Datasets section of the README)"
+    require_env OUTPUT_DIR "a directory where checkpoints and log files will be saved"
+    require_positive_int_or_unset MPI_NUM_PROCESSES
+    require_positive_int_or_unset BATCH_SIZE
+    command -v python3 >/dev/null || qs_die "python3 not found on PATH; install Python 3 with tensorflow (see the README's Bare Metal section)"
+
+    local pkg
+    pkg="$(bert_tf_package_dir)"
+    local model_dir="${pkg}/models/bert_large/tensorflow"
+    local ckpt_dir
+    ckpt_dir="$(cd "${CHECKPOINT_DIR}" && pwd)"
+    local data_dir
+    data_dir="$(cd "${DATASET_DIR}" && pwd)"
+
+    local python_script
+    local -a task_args
+    case "${task}" in
+        squad | squad_demo)
+            local train_file predict_file epochs
+            if [[ "${task}" == "squad" ]]; then
+                train_file="${data_dir}/train-v1.1.json"
+                predict_file="${data_dir}/dev-v1.1.json"
+                epochs=2
+            else
+                train_file="${data_dir}/mini-dev-v1.1.json"
+                predict_file="${train_file}"
+                epochs=0.01
+            fi
+            require_file DATASET_DIR "${train_file}" "the folder holding the SQuAD v1.1 json files"
+            require_file DATASET_DIR "${predict_file}" "the folder holding the SQuAD v1.1 json files"
+            python_script="${model_dir}/run_squad.py"
+            task_args=(
+                "--do_train=True"
+                "--train_file=${train_file}"
+                "--do_predict=True"
+                "--predict_file=${predict_file}"
+                "--train_batch_size=${BATCH_SIZE:-24}"
+                "--learning_rate=3e-5"
+                "--num_train_epochs=${epochs}"
+                "--max_seq_length=384"
+                "--doc_stride=128"
+                "--max_query_length=64"
+            )
+            ;;
+        classifier)
+            local mrpc_dir
+            mrpc_dir="$(bert_tf_mrpc_dir)"
+            python_script="${model_dir}/run_classifier.py"
+            task_args=(
+                "--task_name=MRPC"
+                "--do_train=True"
+                "--do_eval=True"
+                "--data_dir=${mrpc_dir}"
+                "--train_batch_size=${BATCH_SIZE:-32}"
+                "--learning_rate=2e-5"
+                "--num_train_epochs=3"
+                "--max_seq_length=128"
+            )
+            ;;
+        *) qs_die "unknown task '${task}' in ${script} (expected squad, squad_demo or classifier)" ;;
+    esac
+
+    # google-research names cased checkpoints cased_L-* / wwm_cased_L-*; they need
+    # do_lower_case=False. A pass-through --do_lower_case=... still wins.
+    local lower_case="True"
+    case "$(basename "${ckpt_dir}")" in
+        cased_L-* | *_cased_L-*)
+            lower_case="False"
+            echo "note: ${ckpt_dir} is a cased checkpoint; using --do_lower_case=False"
+            ;;
+    esac
+
+    # --- work starts here ---
+    ensure_output_dir OUTPUT_DIR
+    local out_dir
+    out_dir="$(cd "${OUTPUT_DIR}" && pwd)"
+    bert_tf_check_output_dir "${script}"
+
+    export PYTHONPATH="${pkg}${PYTHONPATH:+:${PYTHONPATH}}"
+    local log_file
+    log_file="${out_dir}/${script%.sh}_$(date +%Y%m%d_%H%M%S).log"
+    echo "Running ${script}: log in ${log_file}"
+
+    print_and_run python3 "${pkg}/models/common/launch.py" --precision "${model_precision}" -- \
+        python3 "${python_script}" \
+        "--vocab_file=${ckpt_dir}/vocab.txt" \
+        "--bert_config_file=${ckpt_dir}/bert_config.json" \
+        "--init_checkpoint=${ckpt_dir}/bert_model.ckpt" \
+        "--do_lower_case=${lower_case}" \
+        "${task_args[@]}" \
+        "--warmup_proportion=0.1" \
+        "--output_dir=${out_dir}" \
+        "--precision=${model_precision}" \
+        "--mpi_workers_sync_gradients=False" \
+        "$@" 2>&1 | tee -a "${log_file}"
+}

@@ -1,0 +1,141 @@
+"""Fixtures for the image tests: a fake `buildah` on PATH that records its argv, and a tiny
+repository (one spec, the real Dockerfile parts) to assemble build contexts from."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKE_BUILDAH = r"""#!/usr/bin/env python3
+# A stand-in for buildah: appends its argv (JSON) to $FAKE_BUILDAH_LOG and acts out a few
+# subcommands. FAKE_BUILDAH_FAIL_AT=N makes `bud` fail at STEP N.
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_BUILDAH_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+while args and args[0].startswith("--storage-driver"):
+    args = args[2:] if args[0] == "--storage-driver" else args[1:]
+cmd = args[0] if args else ""
+if cmd == "bud":
+    fail_at = int(os.environ.get("FAKE_BUILDAH_FAIL_AT", "0"))
+    for step in range(1, 4):
+        print(f"STEP {step}/3: RUN echo step {step}")
+        for i in range(40):
+            print(f"output {step}.{i}")
+        if step == fail_at:
+            print("E: Unable to locate package no-such-package", flush=True)
+            print("error building at STEP \"RUN echo\": exit status 100", file=sys.stderr)
+            sys.exit(1)
+    print("COMMIT")
+elif cmd == "inspect":
+    if os.environ.get("FAKE_BUILDAH_NO_IMAGE"):
+        print("image not known", file=sys.stderr)
+        sys.exit(125)
+    print("0123456789abcdef0123456789abcdef")
+elif cmd == "from":
+    print("fake-working-container")
+elif cmd == "run":
+    sys.exit(int(os.environ.get("FAKE_BUILDAH_RUN_EXIT", "0")))
+elif cmd == "rm":
+    print("fake-working-container")
+"""
+
+
+class FakeBuildah:
+    def __init__(self, path: Path, log: Path):
+        self.path = path
+        self.log = log
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def subcommands(self) -> list[str]:
+        out = []
+        for argv in self.calls():
+            rest = list(argv)
+            if rest[:1] == ["--storage-driver"]:
+                rest = rest[2:]
+            out.append(rest[0])
+        return out
+
+
+@pytest.fixture
+def fake_buildah(tmp_path, monkeypatch) -> FakeBuildah:
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    exe = bindir / "buildah"
+    exe.write_text(FAKE_BUILDAH)
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    log = tmp_path / "buildah-calls.jsonl"
+    monkeypatch.setenv("FAKE_BUILDAH_LOG", str(log))
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return FakeBuildah(exe, log)
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                 "ftp_proxy", "all_proxy", "FTP_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+TINY_SPEC = """\
+name: tiny-pkg
+title: Tiny package
+framework: tensorflow
+precision: fp32
+mode: training
+hardware: xeon
+files:
+  - source: models/tiny
+    destination: models/tiny
+quickstart:
+  - script: quickstart/tiny/run_demo.sh
+    description: A tiny demo.
+    env:
+      required: [DATASET_DIR, OUTPUT_DIR]
+      optional: [MPI_NUM_PROCESSES]
+image:
+  name: local/tiny
+  tag: tiny-latest
+  base_image: debian:bookworm-slim
+  parts: [base, python, tensorflow, model_package, workdir]
+  build_args: {TF_PACKAGE: "tensorflow-cpu==2.21.0"}
+"""
+
+
+@pytest.fixture
+def tiny_repo(tmp_path, monkeypatch) -> Path:
+    """A repository with one spec (tiny-pkg), the real Dockerfile parts and quickstart lib."""
+    root = tmp_path / "repo"
+    (root / "specs").mkdir(parents=True)
+    (root / "specs" / "tiny-pkg.yaml").write_text(TINY_SPEC)
+    shutil.copytree(REPO / "templates", root / "templates")
+    (root / "models" / "tiny").mkdir(parents=True)
+    (root / "models" / "tiny" / "train.py").write_text("print('training')\n")
+    qs = root / "quickstart" / "tiny"
+    qs.mkdir(parents=True)
+    (qs / "run_demo.sh").write_text(textwrap.dedent("""\
+        #!/usr/bin/env bash
+        set -euo pipefail
+        echo demo
+    """))
+    (qs / "run_demo.sh").chmod(0o755)
+    common = root / "quickstart" / "common"
+    common.mkdir(parents=True)
+    shutil.copy(REPO / "quickstart" / "common" / "lib.sh", common / "lib.sh")
+    (root / "LICENSE").write_text("Apache-2.0\n")
+    if (REPO / "licenses").is_dir():
+        shutil.copytree(REPO / "licenses", root / "licenses")
+    monkeypatch.setenv("MODELPKG_ROOT", str(root))
+    return root

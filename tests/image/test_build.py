@@ -1,0 +1,143 @@
+"""`modelpkg image build` without a real build: context contents, buildah argv (fake buildah
+on PATH), proxy/secret plumbing, and the error shown when a step fails."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+from typer.testing import CliRunner
+
+from packager.commands.image import app
+from packager.image import ImageError, Secret
+from packager.image.actions import prepare_context
+from packager.image.context import build_args, proxy_build_args, secrets
+from packager.repo import load_spec
+
+runner = CliRunner()
+
+
+def _bud_argv(fake) -> list[str]:
+    calls = [c for c in fake.calls() if "bud" in c]
+    assert len(calls) == 1, fake.calls()
+    return calls[0]
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_context_holds_exactly_the_dockerfile_and_the_package(tiny_repo, tmp_path):
+    spec = load_spec("tiny-pkg", tiny_repo)
+    context = tmp_path / "ctx"
+    dockerfile = prepare_context(spec, context, tiny_repo, buildkit=True)
+    files = sorted(p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file())
+    assert files == ["Dockerfile", "model_packages/tiny-pkg.tar.gz"]
+    text = dockerfile.read_text()
+    assert "ADD model_packages/tiny-pkg.tar.gz /workspace/" in text
+    assert "--mount=type=secret,id=pip_cert" in text
+    with tarfile.open(context / "model_packages" / "tiny-pkg.tar.gz") as tar:
+        names = tar.getnames()
+    assert "tiny-pkg/models/tiny/train.py" in names
+    assert "tiny-pkg/quickstart/run_demo.sh" in names
+    # nothing left beside the context (the archive is built next to it, then moved in)
+    assert not any(p.name.startswith(".ctx") for p in tmp_path.iterdir())
+
+
+def test_classic_docker_context_has_no_buildkit_mounts(tiny_repo, tmp_path):
+    spec = load_spec("tiny-pkg", tiny_repo)
+    text = prepare_context(spec, tmp_path / "ctx", tiny_repo, buildkit=False).read_text()
+    assert "--mount" not in text
+
+
+def test_build_args_precedence_and_proxies_from_environment():
+    environ = {"http_proxy": "http://p:3128", "HTTPS_PROXY": "http://q:3128", "no_proxy": "",
+               "PATH": "/bin"}
+    assert proxy_build_args(environ) == {"http_proxy": "http://p:3128", "HTTPS_PROXY": "http://q:3128"}
+    args = build_args({"TF_PACKAGE": "tensorflow-cpu", "BASE_IMAGE": "x"}, {"TF_PACKAGE": "tf==1"},
+                      base_image="localhost/base:1", environ=environ)
+    assert args == {"TF_PACKAGE": "tf==1", "BASE_IMAGE": "localhost/base:1",
+                    "http_proxy": "http://p:3128", "HTTPS_PROXY": "http://q:3128"}
+
+
+def test_secret_parsing_and_ca_bundle(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("CERT")
+    assert secrets([], ca) == (Secret("pip_cert", ca.resolve()),)
+    assert Secret.parse(f"id=tok,source={ca}").to_arg() == f"id=tok,src={ca.resolve()}"
+    with pytest.raises(ImageError, match="id=NAME,src=FILE"):
+        Secret.parse("pip_cert")
+    with pytest.raises(ImageError, match="is not a file"):
+        Secret.parse(f"id=x,src={tmp_path / 'missing'}")
+    with pytest.raises(ImageError, match="both given"):
+        secrets([f"id=pip_cert,src={ca}"], ca)
+
+
+def test_buildah_build_argv_with_proxies_secret_and_storage(
+    tiny_repo, fake_buildah, tmp_path, monkeypatch, clean_proxy_env
+):
+    monkeypatch.setenv("http_proxy", "http://user:secret@proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.internal")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    context = tmp_path / "kept-context"
+    result = runner.invoke(app, [
+        "build", "tiny-pkg", "--builder", "buildah", "--storage-driver", "vfs",
+        "--base-image", "localhost/modelpkg-base:bookworm", "--build-arg", "PIP_EXTRA=1",
+        "--ca-bundle", str(ca), "--context-dir", str(context),
+    ])
+    assert result.exit_code == 0, result.output
+    argv = _bud_argv(fake_buildah)
+    assert argv[:3] == ["--storage-driver", "vfs", "bud"]
+    assert argv[argv.index("--isolation") + 1] == "chroot"
+    assert "--layers=true" in argv and "--pull=false" in argv
+    assert argv[argv.index("--tag") + 1] == "local/tiny:tiny-latest"
+    assert argv[argv.index("--file") + 1] == str(context / "Dockerfile")
+    assert argv[-1] == str(context)
+    assert sorted(_pairs(argv, "--build-arg")) == sorted([
+        "TF_PACKAGE=tensorflow-cpu==2.21.0", "BASE_IMAGE=localhost/modelpkg-base:bookworm",
+        "PIP_EXTRA=1", "http_proxy=http://user:secret@proxy.example:3128",
+        "NO_PROXY=localhost,.internal",
+    ])
+    assert _pairs(argv, "--secret") == [f"id=pip_cert,src={ca.resolve()}"]
+    # the CA never goes into the context; the proxy never into the Dockerfile
+    assert sorted(p.name for p in context.rglob("*") if p.is_file()) == ["Dockerfile", "tiny-pkg.tar.gz"]
+    assert "proxy.example" not in (context / "Dockerfile").read_text()
+    # progress is streamed; the printed command hides proxy values (they may hold passwords)
+    assert "STEP 3/3: RUN echo step 3" in result.output
+    assert "http_proxy=***" in result.output and "user:secret" not in result.output
+    assert "built local/tiny:tiny-latest (id 0123456789ab) with buildah" in result.output
+
+
+def test_tag_and_no_cache(tiny_repo, fake_buildah, clean_proxy_env):
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah", "--tag", "me/x:1", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    argv = _bud_argv(fake_buildah)
+    assert argv[argv.index("--tag") + 1] == "me/x:1"
+    assert "--layers=false" in argv
+    assert not any(a.startswith("http_proxy") for a in _pairs(argv, "--build-arg"))
+
+
+def test_failed_step_shows_the_step_and_its_last_lines(tiny_repo, fake_buildah, monkeypatch, clean_proxy_env):
+    monkeypatch.setenv("FAKE_BUILDAH_FAIL_AT", "2")
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah"])
+    assert result.exit_code == 1
+    err = result.stderr
+    assert "buildah build failed at step: STEP 2/3: RUN echo step 2" in err
+    assert "E: Unable to locate package no-such-package" in err
+    assert "exit status 100" in err
+    assert "output 2.39" in err
+    # only the failing step's tail (25 lines), not step 1's output
+    assert "output 1.0" not in err and "output 2.0\n" not in err
+    assert "last 25 output lines" in err
+    assert "Traceback" not in result.output
+
+
+def test_unknown_package_and_bad_build_arg_are_errors(tiny_repo, fake_buildah):
+    result = runner.invoke(app, ["build", "no-such", "--builder", "buildah"])
+    assert result.exit_code == 2
+    assert "no package named 'no-such'" in result.stderr
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah", "--build-arg", "=x"])
+    assert result.exit_code == 1
+    assert "expected NAME=VALUE" in result.stderr
+    assert fake_buildah.calls() == []

@@ -1,0 +1,175 @@
+"""Golden text per Dockerfile part, and the rules of the composed Dockerfile."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from packager.dockerfile import render_dockerfile, render_part
+from packager.repo import load_spec
+from tests.packager.packager_fixtures import NAME, base_spec
+
+ALL_PARTS = ["base", "python", "tensorflow", "pytorch", "openmpi", "numactl", "ssh", "apt_packages",
+             "pip_packages", "model_package", "workdir", "env", "entrypoint"]
+
+PIP_CERT = (
+    "RUN --mount=type=secret,id=pip_cert,required=false \\\n"
+    "    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \\\n"
+)
+
+GOLDEN = {
+    "base": """\
+# base: the image everything else builds on (override with --build-arg BASE_IMAGE=...)
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+
+LABEL org.opencontainers.image.title="demo-fp32-training" \\
+      org.opencontainers.image.description="Demo FP32 training" \\
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# only for this build: apt never asks questions
+ARG DEBIAN_FRONTEND=noninteractive
+""",
+    "python": """\
+# python: Debian's python3 and a virtual environment at /opt/venv (Debian's own pip refuses
+# system-wide installs); the venv sees apt-installed python3-* modules (e.g. python3-mpi4py)
+RUN apt-get update && \\
+    apt-get install -y --no-install-recommends python3 python3-venv ca-certificates && \\
+    rm -rf /var/lib/apt/lists/* && \\
+    python3 -m venv --system-site-packages /opt/venv
+ENV VIRTUAL_ENV=/opt/venv \\
+    PATH=/opt/venv/bin:$PATH \\
+    PIP_NO_CACHE_DIR=1 \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    PYTHONUNBUFFERED=1
+""",
+    "tensorflow": """\
+# tensorflow: the pip requirement in TF_PACKAGE (e.g. tensorflow-cpu==2.21.0)
+ARG TF_PACKAGE=tensorflow-cpu==2.21.0
+""" + PIP_CERT + """\
+    python3 -m pip install --no-cache-dir "${TF_PACKAGE}"
+""",
+    "pytorch": """\
+# pytorch: TORCH_PACKAGE from pip, skipped when the base image already has torch
+# (e.g. model-zoo:pytorch-ipex-spr); TORCH_PIP_ARGS e.g. "--index-url https://download.pytorch.org/whl/cpu"
+ARG TORCH_PACKAGE=torch
+ARG TORCH_PIP_ARGS=""
+""" + PIP_CERT + """\
+    python3 -c "import torch" 2>/dev/null || python3 -m pip install --no-cache-dir ${TORCH_PIP_ARGS} "${TORCH_PACKAGE}"
+""",
+    "openmpi": """\
+# openmpi: mpirun and the mpi4py bindings (Debian's, matching its OpenMPI)
+RUN apt-get update && \\
+    apt-get install -y --no-install-recommends openmpi-bin openmpi-common libopenmpi-dev python3-mpi4py && \\
+    rm -rf /var/lib/apt/lists/*
+""",
+    "numactl": """\
+# numactl: the launcher binds each process to its socket's cores and memory
+RUN apt-get update && \\
+    apt-get install -y --no-install-recommends numactl && \\
+    rm -rf /var/lib/apt/lists/*
+""",
+    "ssh": """\
+# ssh: client and server for multi-host MPI (mpirun starts remote ranks over ssh)
+RUN apt-get update && \\
+    apt-get install -y --no-install-recommends openssh-client openssh-server && \\
+    rm -rf /var/lib/apt/lists/* && \\
+    mkdir -p /run/sshd
+""",
+    "apt_packages": """\
+# apt_packages: extra Debian packages from APT_PACKAGES (space separated)
+ARG APT_PACKAGES=""
+RUN if [ -n "${APT_PACKAGES}" ]; then \\
+        apt-get update && \\
+        apt-get install -y --no-install-recommends ${APT_PACKAGES} && \\
+        rm -rf /var/lib/apt/lists/*; \\
+    fi
+""",
+    "pip_packages": """\
+# pip_packages: extra Python requirements from PIP_PACKAGES (space separated)
+ARG PIP_PACKAGES="tokenizers==0.22.1 pyyaml"
+""" + PIP_CERT + """\
+    if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi
+""",
+    "model_package": """\
+# model_package: the package from the build context, extracted to /workspace/demo-fp32-training
+# (last, so a code change rebuilds only this layer)
+ADD model_packages/demo-fp32-training.tar.gz /workspace/
+WORKDIR /workspace/demo-fp32-training
+""",
+    "workdir": """\
+# workdir: where `docker run <image> quickstart/<script>.sh` starts
+WORKDIR /workspace/demo-fp32-training
+""",
+    "env": """\
+# env: runtime environment from the spec's image.env
+ENV B="x y" \\
+    OMP_NUM_THREADS="4"
+""",
+    "entrypoint": """\
+# entrypoint: an interactive shell in the package folder unless a command is given
+CMD ["/bin/bash"]
+""",
+}
+
+
+@pytest.fixture
+def spec(repo):
+    data = base_spec()
+    data["image"]["parts"] = ALL_PARTS
+    data["image"]["build_args"]["PIP_PACKAGES"] = "tokenizers==0.22.1 pyyaml"
+    data["image"]["env"] = {"OMP_NUM_THREADS": "4", "B": "x y"}
+    repo.write_spec(data)
+    return load_spec(NAME, repo.root)
+
+
+def test_every_generic_part_has_a_golden_text(repo):
+    on_disk = sorted(p.name.removesuffix(".Dockerfile.j2") for p in (repo.root / "templates/dockerfile").glob("*.j2"))
+    assert sorted(GOLDEN) == sorted(ALL_PARTS)
+    assert set(GOLDEN) <= set(on_disk)
+
+
+@pytest.mark.parametrize("part", ALL_PARTS)
+def test_part_golden_text(spec, part):
+    assert render_part(spec, part) == GOLDEN[part]
+
+
+def test_parts_without_pip_secret(spec):
+    text = render_part(spec, "tensorflow", pip_cert_secret=False)
+    assert text.endswith('RUN python3 -m pip install --no-cache-dir "${TF_PACKAGE}"\n')
+    assert "--mount" not in render_dockerfile(spec, pip_cert_secret=False)
+
+
+def test_env_part_without_env_is_only_a_comment(repo):
+    data = base_spec()
+    data["image"]["parts"] = ["base", "env"]
+    data["image"]["build_args"] = {}
+    repo.write_spec(data)
+    assert render_part(load_spec(NAME, repo.root), "env") == "# env: runtime environment from the spec's image.env\n"
+
+
+def test_composed_dockerfile(spec):
+    text = render_dockerfile(spec)
+    assert text.startswith(f"# Generated by modelpkg from specs/{NAME}.yaml; do not edit.\n")
+    lines = text.splitlines()
+    instructions = [line for line in lines if line and not line.startswith((" ", "#"))]
+    assert instructions[0] == "ARG BASE_IMAGE=debian:bookworm-slim"
+    assert instructions[1] == "FROM ${BASE_IMAGE}"
+    # dependency layers before the model package
+    assert text.index("ADD model_packages/") > text.index('pip install --no-cache-dir "${TF_PACKAGE}"')
+    assert text.index("ADD model_packages/") > text.index("openssh-server")
+    # proxies never become ENV (they are predefined build args)
+    assert not re.search(r"^ENV .*proxy", text, flags=re.M | re.I)
+    assert "proxy" not in text.lower()
+    # parts in order, separated by one blank line
+    for part in ALL_PARTS:
+        assert GOLDEN[part] in text
+
+
+def test_base_image_default_from_spec(repo):
+    data = base_spec()
+    data["image"]["base_image"] = "model-zoo:pytorch-ipex-spr"
+    repo.write_spec(data)
+    text = render_dockerfile(load_spec(NAME, repo.root))
+    assert "ARG BASE_IMAGE=model-zoo:pytorch-ipex-spr\nFROM ${BASE_IMAGE}\n" in text

@@ -1,0 +1,265 @@
+"""Every spec validation error: named file, key path, what is allowed; exit 2 from the CLI."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from packager.cli import app
+from packager.errors import SpecError, UsageError
+from packager.repo import load_spec
+
+from tests.packager.packager_fixtures import NAME, base_spec
+
+runner = CliRunner()
+
+
+def problems(repo, data=None) -> list[str]:
+    if data is not None:
+        repo.write_spec(data, name=NAME)
+    with pytest.raises(SpecError) as info:
+        load_spec(NAME, repo.root)
+    assert info.value.exit_code == 2
+    return [str(p) for p in info.value.problems]
+
+
+def test_fixture_spec_is_valid(repo):
+    spec = load_spec(NAME, repo.root)
+    assert spec.image.dockerfile == f"dockerfiles/{NAME}.Dockerfile"
+    assert spec.image.workdir == f"/workspace/{NAME}"
+    assert spec.docs.output == f"docs/packages/{NAME}.md"
+
+
+def test_unknown_keys_suggest_the_right_one(repo):
+    data = base_spec()
+    data["licence"] = data.pop("licenses")
+    data["quickstart"][0]["env"]["requried"] = ["X"]
+    found = problems(repo, data)
+    assert any(p.startswith(f"specs/{NAME}.yaml: licence: unknown key 'licence'; did you mean 'licenses'?") for p in found), found
+    assert any("quickstart[0].env.requried: unknown key 'requried'; did you mean 'required'?" in p
+               and "allowed: optional, required" in p for p in found), found
+
+
+def test_bad_values_name_the_allowed_ones(repo):
+    data = base_spec()
+    data["framework"] = "tensorflw"
+    data["precision"] = ["fp32", "bf17"]
+    found = problems(repo, data)
+    assert any("framework: 'tensorflw' is not allowed; use one of 'tensorflow' or 'pytorch' (did you mean 'tensorflow'?)" in p
+               for p in found), found
+    assert any("precision[1]: 'bf17' is not allowed" in p and "'bf16'" in p for p in found), found
+
+
+@pytest.mark.parametrize("bad", ["Demo", "-demo", "demo_x", "demo x"])
+def test_bad_names(repo, bad):
+    data = base_spec()
+    data["name"] = bad
+    found = problems(repo, data)
+    assert any(p.startswith(f"specs/{NAME}.yaml: name: '{bad}' is not allowed; use lower-case letters") for p in found), found
+
+
+def test_name_must_equal_file_name(repo):
+    data = base_spec()
+    data["name"] = "other-name"
+    found = problems(repo, data)
+    assert found == [f"specs/{NAME}.yaml: name: 'other-name' must equal the file name; rename the file to "
+                     f"specs/other-name.yaml or set name: {NAME}"]
+
+
+def test_missing_source(repo):
+    data = base_spec()
+    data["files"][1]["source"] = "models/nothere"
+    found = problems(repo, data)
+    assert any(p.startswith(f"specs/{NAME}.yaml: files[1].source: models/nothere does not exist") for p in found), found
+
+
+def test_absolute_path(repo):
+    data = base_spec()
+    data["files"][0]["source"] = "/etc/passwd"
+    found = problems(repo, data)
+    assert f"specs/{NAME}.yaml: files[0].source: path '/etc/passwd' is absolute; write it relative to the repository root" in found
+
+
+@pytest.mark.parametrize("key", ["source", "destination"])
+def test_dotdot(repo, key):
+    data = base_spec()
+    data["files"][0][key] = "models/../../outside"
+    found = problems(repo, data)
+    assert any(f"files[0].{key}: path 'models/../../outside' contains '..'" in p for p in found), found
+
+
+def test_symlink_leaving_the_repo(repo, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for packages")
+    os.symlink(outside, repo.root / "models/demo/link.txt")
+    found = problems(repo)
+    assert any(p.startswith(f"specs/{NAME}.yaml: files[1].source: models/demo/link.txt is a symlink that leaves the repository")
+               for p in found), found
+
+
+def test_symlinked_source_leaving_the_repo(repo, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", repo.root / "models/elsewhere")
+    data = base_spec()
+    data["files"][0]["source"] = "models/elsewhere"
+    found = problems(repo, data)
+    assert any("files[0].source: models/elsewhere is a symlink that leaves the repository" in p for p in found), found
+
+
+def test_symlink_inside_the_repo_is_packed_as_a_file(repo):
+    os.symlink("train.py", repo.root / "models/demo/alias.py")
+    from packager.plan import plan_files
+
+    plan = plan_files(load_spec(NAME, repo.root), repo.root)
+    assert not plan.problems
+    assert "models/demo/alias.py" in [f.path for f in plan.files]
+
+
+def test_two_files_to_one_destination(repo):
+    data = base_spec()
+    data["files"].append({"source": "models/common/launch.py", "destination": "models/demo/train.py"})
+    found = problems(repo, data)
+    assert any("files[2]: writes demo-fp32-training/models/demo/train.py, which files[1] already writes" in p
+               for p in found), found
+
+
+def test_two_quickstarts_with_one_basename(repo):
+    repo.write("quickstart/other/run_demo.sh", "#!/bin/sh\n", mode=0o755)
+    data = base_spec()
+    data["quickstart"].append({"script": "quickstart/other/run_demo.sh", "description": "again"})
+    found = problems(repo, data)
+    assert any("quickstart[1].script: writes demo-fp32-training/quickstart/run_demo.sh, which quickstart[0].script already writes"
+               in p for p in found), found
+
+
+def test_file_onto_reserved_readme(repo):
+    data = base_spec()
+    data["files"].append({"source": "models/demo/train.py", "destination": "README.md"})
+    found = problems(repo, data)
+    assert any("files[2]: writes demo-fp32-training/README.md, which is the generated README" in p for p in found), found
+
+
+@pytest.mark.parametrize("kind, key, part", [("image", "image.parts[2]", "tensorflo"), ("docs", "docs.parts[1]", "descripton")])
+def test_unknown_template_part(repo, kind, key, part):
+    data = base_spec()
+    data[kind]["parts"][2 if kind == "image" else 1] = part
+    found = problems(repo, data)
+    assert any(f"{key}: template part {part!r} does not exist" in p and "did you mean" in p and "Available:" in p
+               for p in found), found
+
+
+def test_missing_quickstart(repo):
+    (repo.root / "quickstart/demo/run_demo.sh").unlink()
+    found = problems(repo)
+    assert f"specs/{NAME}.yaml: quickstart[0].script: quickstart/demo/run_demo.sh does not exist; write the script or fix the path" in found
+
+
+def test_quickstart_not_executable(repo):
+    (repo.root / "quickstart/demo/run_demo.sh").chmod(0o644)
+    found = problems(repo)
+    assert f"specs/{NAME}.yaml: quickstart[0].script: quickstart/demo/run_demo.sh is not executable; run: chmod +x quickstart/demo/run_demo.sh" in found
+
+
+def test_missing_license_and_lib(repo):
+    (repo.root / "quickstart/common/lib.sh").unlink()
+    data = base_spec()
+    data["licenses"] = ["licenses/third_party/none.txt"]
+    found = problems(repo, data)
+    assert any("licenses[0]: licenses/third_party/none.txt does not exist" in p for p in found), found
+    assert any("quickstart/common/lib.sh (the shared quickstart library) is missing" in p for p in found), found
+
+
+def test_image_part_order(repo):
+    data = base_spec()
+    data["image"]["parts"] = ["base", "python", "model_package", "tensorflow"]
+    found = problems(repo, data)
+    assert any("image.parts[3]: 'tensorflow' installs dependencies but comes after 'model_package'" in p for p in found), found
+    data["image"]["parts"] = ["python", "base"]
+    found = problems(repo, data)
+    assert any("image.parts[0]: is 'python'; the first part must be 'base'" in p for p in found), found
+
+
+def test_build_arg_not_declared(repo):
+    data = base_spec()
+    data["image"]["build_args"]["TF_PACKAG"] = "x"
+    found = problems(repo, data)
+    assert any("image.build_args.TF_PACKAG: no part declares ARG TF_PACKAG" in p for p in found), found
+
+
+def test_proxy_in_image_env_is_refused(repo):
+    data = base_spec()
+    data["image"]["env"] = {"https_proxy": "http://proxy:3128"}
+    found = problems(repo, data)
+    assert any("image.env: https_proxy must not be set in the spec" in p for p in found), found
+
+
+def test_docs_value_missing_names_the_part(repo):
+    data = base_spec()
+    data["docs"]["vars"] = {}
+    found = problems(repo, data)
+    assert any("docs.parts[3]: templates/docs/datasets.md.j2 needs a value the spec does not give" in p
+               and "datasets" in p for p in found), found
+
+
+def test_wrapper_without_templates(repo):
+    data = base_spec()
+    data["wrapper"] = {"enabled": True, "run": {"default_script": "run_demo.sh"}}
+    repo.write_spec(data)
+    load_spec(NAME, repo.root)  # valid with the templates
+    (repo.root / "templates/wrapper/run.sh.j2").unlink()
+    found = problems(repo)
+    assert any("wrapper.enabled: a wrapper package needs templates/wrapper/run.sh.j2, which does not exist" in p
+               for p in found), found
+
+
+def test_wrapper_default_script_and_base_spec(repo):
+    data = base_spec()
+    data["wrapper"] = {"enabled": True, "base_image_spec": "no-such-base",
+                       "run": {"default_script": "phase1.sh"}}
+    found = problems(repo, data)
+    assert any("wrapper.run.default_script: 'phase1.sh' is not one of the spec's quickstart scripts (run_demo.sh)" in p
+               for p in found), found
+    assert any("wrapper.base_image_spec: there is no spec specs/no-such-base.yaml" in p for p in found), found
+
+
+def test_duplicate_yaml_key_and_bad_yaml(repo):
+    repo.write_spec_text(NAME, "name: demo-fp32-training\nname: again\n")
+    found = problems(repo)
+    assert len(found) == 1 and "key 'name' is written twice" in found[0]
+    repo.write_spec_text(NAME, "name: [unclosed\n")
+    found = problems(repo)
+    assert found[0].startswith(f"specs/{NAME}.yaml: not valid YAML")
+
+
+def test_all_problems_are_reported_together(repo):
+    data = base_spec()
+    data["files"][0]["source"] = "/abs"
+    data["mode"] = "train"
+    found = problems(repo, data)
+    assert len(found) == 2
+
+
+def test_unknown_package_name(repo):
+    with pytest.raises(UsageError, match="no package named 'demo-fp32-trainig'.*did you mean 'demo-fp32-training'"):
+        load_spec("demo-fp32-trainig", repo.root)
+
+
+def test_cli_validate_exit_2_without_traceback(repo):
+    data = base_spec()
+    data["files"][0]["source"] = "/etc"
+    repo.write_spec(data)
+    result = runner.invoke(app, ["--root", str(repo.root), "validate"])
+    assert result.exit_code == 2
+    assert "files[0].source: path '/etc' is absolute" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_debug_shows_traceback(repo):
+    data = base_spec()
+    data["files"][0]["source"] = "/etc"
+    repo.write_spec(data)
+    result = runner.invoke(app, ["--root", str(repo.root), "--debug", "validate"])
+    assert result.exit_code == 2
+    assert "Traceback" in result.output

@@ -1,0 +1,189 @@
+"""run_squad.py: flag handling, and end to end (train, predict, evaluate) on tiny data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.bert_large.tensorflow import finetune_loop as loop
+from models.bert_large.tensorflow import run_squad
+from tests.tf.finetune_fixtures import (TF_DIR, make_bert_dir, make_squad_dict, model_args,
+                                        run_script, write_squad)
+
+SQUAD_ARGS = ["--max_seq_length=64", "--doc_stride=24", "--max_query_length=16",
+              "--train_batch_size=4", "--predict_batch_size=8", "--learning_rate=1e-4",
+              "--n_best_size=5", "--max_answer_length=10"]
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return make_bert_dir(tmp_path_factory.mktemp("ckpt") / "uncased_L-2_H-64_A-4")
+
+
+@pytest.fixture(scope="module")
+def squad_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("squad")
+    # 60-word contexts > 64 - 16 - 3 pieces: every context needs several windows.
+    train = write_squad(folder / "train-v1.1.json", num_paragraphs=4, context_words=60)
+    dev = write_squad(folder / "dev-v1.1.json", num_paragraphs=2, context_words=60, seed=1,
+                      answers_per_question=3)
+    return train, dev
+
+
+# ------------------------------------------------------------------------------------------
+# Flags
+# ------------------------------------------------------------------------------------------
+def _parse(*argv):
+    return loop.parse_flags(run_squad.build_parser(), list(argv))
+
+
+@pytest.mark.parametrize("spelling, value", [
+    ("--do_train=True", True), ("--do_train=true", True), ("--do_train=1", True),
+    ("--do_train", True), ("--do_train=False", False), ("--do_train=0", False),
+    ("--nodo_train", False), ("--do-train=yes", True),
+])
+def test_bool_flags_accept_absl_spellings(spelling, value):
+    assert _parse(spelling).do_train is value
+
+
+def test_seed_flags_are_accepted_and_reported(caplog):
+    flags = _parse("--use_horovod=false", "--enable_scoped_allocator=False",
+                   "--experimental-gelu=True", "--optimized_softmax=True", "--noamp",
+                   "--train_fle=x.json", "--precision=bfloat16", "--warmup-steps=0",
+                   "--config_file=c.json")
+    assert flags.precision == "bf16" and flags.num_warmup_steps == 0
+    assert flags.bert_config_file == "c.json"
+    assert len(flags.ignored_flags) == 5
+    assert flags.unknown_flags == ["--train_fle=x.json"]
+    with caplog.at_level(logging.WARNING, logger="bert"):
+        loop.warn_about_ignored(flags)
+    assert "--use_horovod=false" in caplog.text and "--train_fle=x.json" in caplog.text
+
+
+def test_bad_values_fail_with_the_flag_name():
+    with pytest.raises(SystemExit):
+        _parse("--do_train=maybe")
+    with pytest.raises(SystemExit):
+        _parse("--precision=fp16")
+
+
+def _error(tmp_path, bert_dir, *extra):
+    args = [*model_args(bert_dir), f"--output_dir={tmp_path / 'out'}", *extra]
+    with pytest.raises(loop.FlagError) as info:
+        run_squad.main(args)
+    return str(info.value)
+
+
+def test_flag_validation(tmp_path, bert_dir, squad_files):
+    train, dev = squad_files
+    assert "--do_train=True and/or --do_predict=True" in _error(tmp_path, bert_dir)
+    assert "--train_file is required" in _error(tmp_path, bert_dir, "--do_train=True")
+    assert "--predict_file=nope.json" in _error(tmp_path, bert_dir, "--do_predict=True",
+                                                "--predict_file=nope.json")
+    assert "max_position_embeddings (128)" in _error(
+        tmp_path, bert_dir, "--do_predict", f"--predict_file={dev}", "--max_seq_length=256")
+    assert "--max_query_length + 3" in _error(
+        tmp_path, bert_dir, "--do_predict", f"--predict_file={dev}", "--max_seq_length=64",
+        "--max_query_length=61")
+    assert "--num_train_epochs=0.0" in _error(
+        tmp_path, bert_dir, "--do_train", f"--train_file={train}", "--num_train_epochs=0")
+    assert "--do_lower_case=False" in _error(
+        tmp_path, bert_dir, "--do_predict", f"--predict_file={dev}", "--do_lower_case=False")
+    with pytest.raises(loop.FlagError, match="--vocab_file is required"):
+        run_squad.main(["--do_predict", f"--predict_file={dev}", f"--output_dir={tmp_path}"])
+
+
+def test_flag_error_exits_2_with_one_line(tmp_path, bert_dir):
+    proc = run_script("run_squad.py", [*model_args(bert_dir), f"--output_dir={tmp_path}",
+                                       "--do_train=True"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --train_file is required")
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# End to end
+# ------------------------------------------------------------------------------------------
+def _contexts(dataset: dict) -> dict[str, str]:
+    return {qa["id"]: p["context"] for a in dataset["data"] for p in a["paragraphs"]
+            for qa in p["qas"]}
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate(tmp_path, bert_dir, squad_files):
+    train, dev = squad_files
+    out = tmp_path / "out"
+    proc = run_script("run_squad.py", [
+        *model_args(bert_dir), "--do_train=True", f"--train_file={train}", "--do_predict=True",
+        f"--predict_file={dev}", "--num_train_epochs=2", "--log_steps=3", *SQUAD_ARGS,
+        f"--output_dir={out}", "--use_horovod=false", "--enable_scoped_allocator=False"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ignoring flags that have no effect" in proc.stdout
+    assert "examples/sec" in proc.stdout
+
+    dataset = json.loads(dev.read_text())
+    contexts = _contexts(dataset)
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert set(predictions) == set(contexts)
+    for qid, text in predictions.items():
+        assert text and text in contexts[qid]
+    nbest = json.loads((out / "nbest_predictions.json").read_text())
+    assert set(nbest) == set(contexts)
+    for qid, entries in nbest.items():
+        assert 1 <= len(entries) <= 5
+        assert entries[0]["text"] == predictions[qid]
+        assert sum(e["probability"] for e in entries) == pytest.approx(1.0)
+
+    # The scores printed and written are those of the official evaluation contract.
+    scores = json.loads((out / "eval_results.json").read_text())
+    cli = subprocess.run([sys.executable, str(TF_DIR / "squad_evaluate.py"), str(dev),
+                          str(out / "predictions.json")], capture_output=True, text=True)
+    assert json.loads(cli.stdout) == pytest.approx(scores)
+    assert json.dumps(scores) in proc.stdout
+    assert 0 <= scores["exact_match"] <= scores["f1"] <= 100
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    steps = int(summary["train_features"] / 4 * 2)
+    assert summary["num_train_steps"] == steps
+    assert summary["train_features"] > summary["train_examples"] == 8  # several windows each
+    assert [e["step"] for e in summary["loss_log"]][:2] == [3, 6]
+    assert summary["examples_per_sec"] > 0 and summary["eval"] == scores
+    assert Path(summary["checkpoint"]) == out / f"model.ckpt-{steps}"
+    assert (out / f"model.ckpt-{steps}.index").is_file()
+
+    # The saved checkpoint holds the trained model: predicting from it gives the same answers.
+    again = tmp_path / "again"
+    proc = run_script("run_squad.py", [
+        *model_args(bert_dir)[:2], f"--init_checkpoint={out / f'model.ckpt-{steps}'}",
+        "--do_predict=True", f"--predict_file={dev}", *SQUAD_ARGS, f"--output_dir={again}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((again / "predictions.json").read_text()) == predictions
+
+
+@pytest.mark.slow
+def test_fractional_epoch_bf16_runs_one_step_without_answers(tmp_path, bert_dir, squad_files):
+    train, _ = squad_files
+    unanswered = make_squad_dict(num_paragraphs=1, context_words=20, seed=3)
+    for article in unanswered["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                qa.pop("answers")
+    predict_file = tmp_path / "test.json"
+    predict_file.write_text(json.dumps(unanswered))
+    out = tmp_path / "out"
+    proc = run_script("run_squad.py", [
+        *model_args(bert_dir), "--do_train", f"--train_file={train}", "--do_predict",
+        f"--predict_file={predict_file}", "--num_train_epochs=0.01", "--precision=bf16",
+        *SQUAD_ARGS, f"--output_dir={out}"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["num_train_steps"] == 1 and summary["precision"] == "bf16"
+    assert (out / "model.ckpt-1.index").is_file()
+    assert len(json.loads((out / "predictions.json").read_text())) == 2
+    assert not (out / "eval_results.json").exists()  # nothing to score against
+    assert "not scored" in proc.stdout
