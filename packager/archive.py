@@ -127,12 +127,19 @@ def write_archive(
     return out_path
 
 
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def sha256_of(item: PlannedFile) -> str:
     if item.data is not None:
         return hashlib.sha256(item.data).hexdigest()
     assert item.source is not None
-    with open(item.source, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return sha256_file(item.source)
 
 
 def manifest_text(files: list[PlannedFile]) -> str:

@@ -348,6 +348,19 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
             TAG_PATTERN: "an image tag: letters, digits, '_', '.', '-', at most 128 characters",
         }.get(pattern, f"a value matching {pattern}")
         return _format_loc(loc), f"{error['input']!r} is not allowed; use {hint}"
+    plain = {
+        "tuple_type": "must be a list, e.g. [a, b] or one '- item' per line",
+        "list_type": "must be a list, e.g. [a, b] or one '- item' per line",
+        "string_type": f"must be a string, got {error.get('input')!r}; quote it in YAML",
+        "dict_type": "must be a mapping of key: value",
+        "model_type": "must be a mapping of key: value",
+        "bool_type": "must be true or false",
+        "bool_parsing": "must be true or false",
+        "too_short": "must not be empty",
+        "string_too_short": "must not be empty",
+    }
+    if kind in plain:
+        return _format_loc(loc), plain[kind]
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,16 +13,12 @@ from packager.archive import (
     build_wrapper_package,
     model_package_path,
     plan_model_package,
+    sha256_file,
     wrapper_package_path,
 )
 from packager.commands.common import console, echo, select_names, state
 from packager.commands.show import describe
 from packager.repo import load_specs
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def build_command(
@@ -66,4 +61,4 @@ def build_command(
                 outputs.append(build_wrapper_package(spec, output_dir, model, root))
                 progress.update(wrapper_task, completed=1, total=1)
         for path in outputs:
-            echo(f"wrote {path}  ({path.stat().st_size} bytes, sha256 {_sha256(path)})")
+            echo(f"wrote {path}  ({path.stat().st_size} bytes, sha256 {sha256_file(path)})")

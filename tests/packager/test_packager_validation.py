@@ -263,3 +263,12 @@ def test_cli_debug_shows_traceback(repo):
     result = runner.invoke(app, ["--root", str(repo.root), "--debug", "validate"])
     assert result.exit_code == 2
     assert "Traceback" in result.output
+
+
+def test_wrong_types_say_what_is_expected(repo):
+    data = base_spec()
+    data["files"] = {"source": "models/common"}
+    data["image"]["build_args"] = {"TF_PACKAGE": 2}
+    found = problems(repo, data)
+    assert f"specs/{NAME}.yaml: files: must be a list, e.g. [a, b] or one '- item' per line" in found
+    assert f"specs/{NAME}.yaml: image.build_args.TF_PACKAGE: must be a string, got 2; quote it in YAML" in found

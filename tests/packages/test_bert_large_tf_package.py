@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packages.conftest import REPO, run_modelpkg
+from tests.packages.helpers import REPO, run_modelpkg
 
 SPECS = ("bert-large-bf16-training", "bert-large-fp32-training")
 QS_ENV = ("CHECKPOINT_DIR", "DATASET_DIR", "OUTPUT_DIR", "MPI_NUM_PROCESSES", "BATCH_SIZE",
@@ -112,7 +112,8 @@ def test_package_contents(bf16_package):
                 "models/common/dist_env.py", "models/bert_large/tensorflow/run_squad.py",
                 "models/bert_large/tensorflow/run_classifier.py",
                 "models/bert_large/tensorflow/squad_evaluate.py", "README.md", "licenses/LICENSE",
-                "licenses/tensorflow.txt", "licenses/openmpi.txt", "licenses/tokenizers.txt"):
+                "licenses/third_party/tensorflow.txt", "licenses/third_party/openmpi.txt",
+                "licenses/third_party/tokenizers.txt"):
         assert (pkg / rel).is_file(), f"{rel} missing from the package"
     assert not list(pkg.rglob("__pycache__")), "caches were packed"
 

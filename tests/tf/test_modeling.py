@@ -191,7 +191,8 @@ def test_padding_does_not_change_real_positions(config):
     """input_mask hides padded tokens: appending padding leaves the outputs unchanged."""
     model = modeling.BertModel(config)
     short = _random_inputs(config, batch=1, seq=12)
-    padded = {k: np.pad(v, [(0, 0), (0, 6)]) for k, v in short.items() if k != "masked_lm_positions"}
+    padded = {k: np.pad(v, [(0, 0), (0, 6)])
+              for k, v in short.items() if k != "masked_lm_positions"}
     padded["input_ids"][:, 12:] = 7  # garbage under the mask
     a = model(short, training=False)["sequence_output"].numpy()
     b = model(padded, training=False)["sequence_output"].numpy()

@@ -73,7 +73,8 @@ def test_bad_values_fail_with_the_flag_name():
 
 
 def _error(tmp_path, bert_dir, *extra):
-    args = [*model_args(bert_dir), f"--output_dir={tmp_path / 'out'}", *extra]
+    args = [*model_args(bert_dir), f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64",
+            "--max_query_length=16", *extra]
     with pytest.raises(loop.FlagError) as info:
         run_squad.main(args)
     return str(info.value)

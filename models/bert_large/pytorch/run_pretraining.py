@@ -300,7 +300,8 @@ def main(argv=None) -> int:
              f"({backend or 'single process'}); optimizer {opt_kind}; ipex "
              f"{'on' if ipex is not None else 'off'}; {len(files)} file(s); global batch "
              f"{global_batch} = {env.world_size} x {micro} x {args.gradient_accumulation_steps} "
-             f"accumulation; steps {step}..{args.max_steps}; warmup {warmup}")
+             f"accumulation; steps {step}..{args.max_steps}; warmup {warmup}; DNNL_MAX_CPU_ISA "
+             f"{os.environ.get('DNNL_MAX_CPU_ISA', 'unset')}")
 
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

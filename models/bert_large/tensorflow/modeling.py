@@ -132,6 +132,12 @@ def _dense(config: BertConfig, units: int, name: str, policy, activation=None):
     )
 
 
+def _weight(layer, name: str, shape, initializer):
+    # autocast=False: under mixed_bfloat16, Keras would hand these out as bf16 inside call();
+    # the code casts them explicitly, so biases added to float32 logits stay float32.
+    return layer.add_weight(name=name, shape=shape, initializer=initializer, autocast=False)
+
+
 class BertEmbeddings(keras.layers.Layer):
     """word + token type + position embeddings, LayerNorm, dropout. Output float32 [B,S,H]."""
 
@@ -143,16 +149,13 @@ class BertEmbeddings(keras.layers.Layer):
 
     def build(self, input_shape=None):
         c = self.config
-        self.word_embeddings = self.add_weight(
-            name="word_embeddings", shape=(c.vocab_size, c.hidden_size), initializer=_init(c), autocast=False,
+        h, init = c.hidden_size, _init(c)
+        self.word_embeddings = _weight(self, "word_embeddings", (c.vocab_size, h), init)
+        self.token_type_embeddings = _weight(
+            self, "token_type_embeddings", (c.type_vocab_size, h), init
         )
-        self.token_type_embeddings = self.add_weight(
-            name="token_type_embeddings", shape=(c.type_vocab_size, c.hidden_size),
-            initializer=_init(c), autocast=False,
-        )
-        self.position_embeddings = self.add_weight(
-            name="position_embeddings", shape=(c.max_position_embeddings, c.hidden_size),
-            initializer=_init(c), autocast=False,
+        self.position_embeddings = _weight(
+            self, "position_embeddings", (c.max_position_embeddings, h), init
         )
         self.layer_norm.build((None, None, c.hidden_size))
         self.built = True
@@ -342,16 +345,12 @@ class BertPretrainingHeads(keras.layers.Layer):
         c = self.config
         self.transform.build((None, None, c.hidden_size))
         self.transform_layer_norm.build((None, None, c.hidden_size))
-        self.output_bias = self.add_weight(
-            name="output_bias", shape=(c.vocab_size,), initializer="zeros", autocast=False
-        )
+        self.output_bias = _weight(self, "output_bias", (c.vocab_size,), "zeros")
         # google layout: [2, H] (transposed w.r.t. a Dense kernel).
-        self.seq_relationship_weights = self.add_weight(
-            name="seq_relationship_output_weights", shape=(2, c.hidden_size), initializer=_init(c), autocast=False,
+        self.seq_relationship_weights = _weight(
+            self, "seq_relationship_output_weights", (2, c.hidden_size), _init(c)
         )
-        self.seq_relationship_bias = self.add_weight(
-            name="seq_relationship_output_bias", shape=(2,), initializer="zeros", autocast=False
-        )
+        self.seq_relationship_bias = _weight(self, "seq_relationship_output_bias", (2,), "zeros")
         self.built = True
 
     def call(self, sequence_output, pooled_output, masked_lm_positions):
@@ -410,11 +409,8 @@ class BertForQuestionAnswering(_BertBase):
     def build(self, input_shape=None):
         c = self.config
         self.bert.build()
-        self.qa_weights = self.add_weight(
-            name="squad_output_weights", shape=(2, c.hidden_size), initializer=_init(c), autocast=False,
-        )
-        self.qa_bias = self.add_weight(name="squad_output_bias", shape=(2,), initializer="zeros",
-                                       autocast=False)
+        self.qa_weights = _weight(self, "squad_output_weights", (2, c.hidden_size), _init(c))
+        self.qa_bias = _weight(self, "squad_output_bias", (2,), "zeros")
         self.built = True
 
     def call(self, inputs, training=None):
@@ -445,12 +441,10 @@ class BertForSequenceClassification(_BertBase):
     def build(self, input_shape=None):
         c = self.config
         self.bert.build()
-        self.classifier_weights = self.add_weight(
-            name="output_weights", shape=(self.num_labels, c.hidden_size), initializer=_init(c), autocast=False,
+        self.classifier_weights = _weight(
+            self, "output_weights", (self.num_labels, c.hidden_size), _init(c)
         )
-        self.classifier_bias = self.add_weight(
-            name="output_bias", shape=(self.num_labels,), initializer="zeros", autocast=False
-        )
+        self.classifier_bias = _weight(self, "output_bias", (self.num_labels,), "zeros")
         self.built = True
 
     def call(self, inputs, training=None):

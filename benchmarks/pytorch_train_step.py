@@ -1,0 +1,136 @@
+"""Training-step speed of our BERT pretraining model vs plain Hugging Face BertForPreTraining.
+
+Both models get the same config, the same weights, the same batch and the same LAMB optimizer;
+one step = forward + backward + optimizer step. The difference is the model: ours computes the
+MLM head only at the masked positions (HF runs it on every token, [B, S, vocab] logits) and
+uses scaled_dot_product_attention. Steps of the two alternate, so a noisy shared machine slows
+both alike. Prints sequences/second per precision and the ratio (target >= 1.2 in bf16).
+
+    python benchmarks/pytorch_train_step.py [--precisions bf16,fp32] [--steps 6] [--json]
+
+The default config (4 layers, hidden 256, BERT's 30522-token vocabulary, seq 128, batch 16,
+20 predictions per sequence as in phase 1) runs in about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from models.bert_large.pytorch.modeling import BertConfig, BertForPreTraining  # noqa: E402
+from models.bert_large.pytorch.optimization import Lamb  # noqa: E402
+
+
+def make_batch(config: BertConfig, batch: int, seq: int, preds: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    positions = torch.stack([torch.randperm(seq - 2, generator=g)[:preds] + 1 for _ in range(batch)])
+    ids = torch.randint(5, config.vocab_size, (batch, seq), generator=g)
+    return {
+        "input_ids": ids,
+        "token_type_ids": (torch.arange(seq) >= seq // 2).long().expand(batch, seq).contiguous(),
+        "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": torch.gather(ids, 1, positions),
+        "masked_lm_weights": torch.ones(batch, preds),
+        "next_sentence_labels": torch.randint(0, 2, (batch,), generator=g),
+    }
+
+
+def hf_inputs(b: dict) -> dict:
+    labels = torch.full_like(b["input_ids"], -100)
+    labels.scatter_(1, b["masked_lm_positions"], b["masked_lm_ids"])
+    return {"input_ids": b["input_ids"], "token_type_ids": b["token_type_ids"],
+            "attention_mask": b["attention_mask"], "labels": labels,
+            "next_sentence_label": b["next_sentence_labels"]}
+
+
+def bench(precision: str, config: BertConfig, batch: int, seq: int, preds: int, steps: int,
+          warmup: int) -> dict:
+    import transformers
+
+    torch.manual_seed(0)
+    ours = BertForPreTraining(config).train()
+    hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items() if k != "architectures"})
+    hf = transformers.BertForPreTraining(hf_config).train()
+    hf.load_state_dict(ours.state_dict())
+    data = make_batch(config, batch, seq, preds)
+    hf_data = hf_inputs(data)
+    runs = {
+        "ours": (ours, Lamb(ours.parameters(), lr=1e-4), lambda: ours(**data)["loss"]),
+        "hf": (hf, Lamb(hf.parameters(), lr=1e-4), lambda: hf(**hf_data).loss),
+    }
+
+    def step(name: str) -> float:
+        model, opt, loss_fn = runs[name]
+        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                    else contextlib.nullcontext())
+        t0 = time.perf_counter()
+        with autocast:
+            loss = loss_fn()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        for name in runs:
+            step(name)
+    times = {name: [] for name in runs}
+    for _ in range(steps):
+        for name in runs:
+            times[name].append(step(name))
+    # median step time: robust to a neighbour's burst on a shared machine
+    result = {"precision": precision}
+    for name, ts in times.items():
+        med = sorted(ts)[len(ts) // 2]
+        result[f"{name}_seq_per_s"] = round(batch / med, 2)
+    result["ratio"] = round(result["ours_seq_per_s"] / result["hf_seq_per_s"], 3)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--precisions", default="bf16,fp32")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=30522)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--preds", type=int, default=20)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = BertConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                        num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                        max_position_embeddings=max(512, args.seq))
+    results = [bench(pr, config, args.batch, args.seq, args.preds, args.steps, args.warmup)
+               for pr in args.precisions.split(",")]
+    setup = {"layers": args.layers, "hidden": args.hidden, "vocab": args.vocab, "seq": args.seq,
+             "batch": args.batch, "masked_positions": args.preds, "threads": torch.get_num_threads(),
+             "torch": torch.__version__}
+    if args.json:
+        print(json.dumps({"setup": setup, "results": results}))
+        return 0
+    print(f"BERT pretraining train step (fwd + bwd + LAMB), {setup}")
+    print(f"{'precision':<10} {'ours seq/s':>11} {'HF seq/s':>10} {'ratio':>7}")
+    for r in results:
+        print(f"{r['precision']:<10} {r['ours_seq_per_s']:>11.2f} {r['hf_seq_per_s']:>10.2f} "
+              f"{r['ratio']:>7.2f}{'  (target >= 1.2)' if r['precision'] == 'bf16' else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""End-to-end pretraining runs (subprocesses): quickstarts from the built package, precisions,
+resume, validation messages, and DDP over mpirun."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.pytorch.conftest import REPO, child_env, have, run, summary
+
+TRAIN = REPO / "models" / "bert_large" / "pytorch" / "run_pretraining.py"
+pytestmark = pytest.mark.slow
+
+
+def _window_losses(output: str) -> list[float]:
+    return [float(x) for x in re.findall(r"^step \d+/\d+ loss ([0-9.]+)", output, re.M)]
+
+
+def _quickstart_env(**extra: str) -> dict[str, str]:
+    env = child_env(**extra)
+    for name in ("PRECISION", "OUTPUT_DIR", "DATASET_DIR", "CONFIG_FILE", "CHECKPOINT_DIR",
+                 "BATCH_SIZE", "MAX_STEPS", "MPI_NUM_PROCESSES", "DNNL_MAX_CPU_ISA"):
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def test_phase1_then_phase2_from_the_package(package_dir: Path, tiny_dataset, tmp_path: Path):
+    dataset, config = tiny_dataset
+    out1, out2 = tmp_path / "phase1", tmp_path / "phase2"
+    p1 = run([package_dir / "quickstart" / "run_bert_pretrain_phase1.sh", "--log_freq=4"],
+             env=_quickstart_env(PRECISION="fp32", OUTPUT_DIR=str(out1), DATASET_DIR=str(dataset),
+                                 CONFIG_FILE=str(config), BATCH_SIZE="8", MAX_STEPS="12",
+                                 LEARNING_RATE="1e-2"), cwd=tmp_path)
+    # the launcher printed the command it ran, with the package's training script
+    assert re.search(r"^\S*(numactl|python3?)\S* .*run_pretraining\.py --phase=1", p1.stdout, re.M), p1.stdout
+    assert str(package_dir / "models" / "bert_large" / "pytorch" / "run_pretraining.py") in p1.stdout
+    assert "new model from" in p1.stdout
+    losses = _window_losses(p1.stdout)
+    assert len(losses) == 3 and losses[-1] < losses[0], p1.stdout
+    s1 = summary(out1)
+    assert (s1["phase"], s1["steps"], s1["precision"], s1["max_seq_length"]) == (1, 12, "fp32", 128)
+    assert s1["throughput_sequences_per_second"] > 0
+    save = out1 / "model_save"
+    assert {p.name for p in save.iterdir()} == {"config.json", "model.safetensors", "training_state.pt"}
+    assert (out1 / "bert_pretrain_phase1.log").read_text().count("step ") >= 3
+    assert re.search(r"throughput [0-9.]+ sequences/s", p1.stdout)
+
+    p2 = run([package_dir / "quickstart" / "run_bert_pretrain_phase2.sh", "--log_freq=2"],
+             env=_quickstart_env(PRECISION="fp32", OUTPUT_DIR=str(out2), DATASET_DIR=str(dataset),
+                                 CHECKPOINT_DIR=str(save), BATCH_SIZE="4", MAX_STEPS="4",
+                                 LEARNING_RATE="1e-3"), cwd=tmp_path)
+    assert f"initialised from {save}" in p2.stdout
+    s2 = summary(out2)
+    assert (s2["phase"], s2["steps"]) == (2, 4)
+    # phase 2 starts where phase 1 ended, far below a fresh model's loss
+    assert _window_losses(p2.stdout)[0] < losses[0]
+    assert (out2 / "model_save" / "model.safetensors").is_file()
+
+
+def test_bf16_and_bf32_train_and_the_loss_falls(tiny_dataset, tmp_path: Path):
+    dataset, config = tiny_dataset
+    for precision in ("bf16", "bf32"):
+        out = tmp_path / precision
+        proc = run([sys.executable, TRAIN, "--phase=1", f"--precision={precision}",
+                    f"--input_dir={dataset}", f"--output_dir={out}", f"--bert_config_file={config}",
+                    "--train_batch_size=8", "--gradient_accumulation_steps=2", "--max_steps=12",
+                    "--learning_rate=1e-2", "--warmup_proportion=0.1", "--log_freq=4"])
+        losses = _window_losses(proc.stdout)
+        assert len(losses) == 3 and losses[-1] < losses[0], proc.stdout
+        assert summary(out)["precision"] == precision
+        assert "= 1 x 4 x 2 accumulation" in proc.stdout
+
+
+def test_resumes_from_its_own_output_dir(tiny_dataset, tmp_path: Path):
+    dataset, config = tiny_dataset
+    args = [sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
+            f"--bert_config_file={config}", "--train_batch_size=4", "--log_freq=1"]
+    run(args + ["--max_steps=3"])
+    proc = run(args + ["--max_steps=5"])
+    assert f"resuming from {tmp_path / 'model_save'}" in proc.stdout
+    assert "steps 3..5" in proc.stdout
+    assert re.findall(r"^step (\d+)/", proc.stdout, re.M) == ["4", "5"]
+    assert summary(tmp_path)["steps"] == 5
+
+
+def test_avx_fp32_unsets_dnnl_max_cpu_isa(package_dir: Path, tiny_dataset, tmp_path: Path):
+    dataset, config = tiny_dataset
+    proc = run([package_dir / "quickstart" / "run_bert_pretrain_phase1.sh"],
+               env=_quickstart_env(PRECISION="avx-fp32", OUTPUT_DIR=str(tmp_path / "o"),
+                                   DATASET_DIR=str(dataset), CONFIG_FILE=str(config), BATCH_SIZE="2",
+                                   MAX_STEPS="1", DNNL_MAX_CPU_ISA="AVX512_CORE_AMX"))
+    assert "DNNL_MAX_CPU_ISA unset" in proc.stdout
+    assert summary(tmp_path / "o")["precision"] == "avx-fp32"
+
+
+@pytest.mark.parametrize(
+    "script, drop, extra, message",
+    [
+        ("run_bert_pretrain_phase1.sh", "PRECISION", {}, "PRECISION is not set. Set PRECISION to one of fp32, avx-fp32, bf16, bf32"),
+        ("run_bert_pretrain_phase1.sh", None, {"PRECISION": "fp16"}, "PRECISION=fp16 is not supported. Set PRECISION to one of: fp32 avx-fp32 bf16 bf32"),
+        ("run_bert_pretrain_phase1.sh", "OUTPUT_DIR", {}, "OUTPUT_DIR is not set. Set OUTPUT_DIR to"),
+        ("run_bert_pretrain_phase1.sh", "DATASET_DIR", {}, "DATASET_DIR is not set. Set DATASET_DIR to"),
+        ("run_bert_pretrain_phase1.sh", None, {"DATASET_DIR": "/nonexistent"}, "DATASET_DIR=/nonexistent is not a directory"),
+        ("run_bert_pretrain_phase1.sh", "CONFIG_FILE", {}, "CONFIG_FILE is not set. Set CONFIG_FILE to the path to bert_config.json"),
+        ("run_bert_pretrain_phase1.sh", None, {"CONFIG_FILE": "/nonexistent.json"}, "CONFIG_FILE must point to bert_config.json"),
+        ("run_bert_pretrain_phase1.sh", None, {"BATCH_SIZE": "lots"}, "BATCH_SIZE=lots is not a positive integer"),
+        ("run_bert_pretrain_phase1.sh", None, {"MAX_STEPS": "0"}, "MAX_STEPS=0 is not a positive integer"),
+        ("run_bert_pretrain_phase2.sh", "CHECKPOINT_DIR", {}, "CHECKPOINT_DIR is not set. Set CHECKPOINT_DIR to the model_save directory in phase 1's OUTPUT_DIR"),
+        ("run_bert_pretrain_phase2.sh", None, {"CHECKPOINT_DIR": "."}, "model.safetensors not found: CHECKPOINT_DIR must point to the model_save directory written by phase 1"),
+    ],
+)
+def test_quickstart_validation(package_dir: Path, tiny_dataset, tmp_path: Path, script, drop, extra, message):
+    dataset, config = tiny_dataset
+    (tmp_path / "config.json").write_text("{}")  # CHECKPOINT_DIR="." has config.json only
+    values = {"PRECISION": "fp32", "OUTPUT_DIR": str(tmp_path / "out"), "DATASET_DIR": str(dataset),
+              "CONFIG_FILE": str(config), "CHECKPOINT_DIR": str(tmp_path / "ckpt")}
+    if drop:
+        values.pop(drop)
+    values.update(extra)
+    proc = run([package_dir / "quickstart" / script], env=_quickstart_env(**values), cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert message in proc.stdout
+    assert not (tmp_path / "out").exists()  # nothing was done before the check
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not have("mpirun"), reason="needs mpirun (apt install openmpi-bin)")
+def test_ddp_over_mpirun_ends_with_identical_weights(tiny_dataset, tmp_path: Path):
+    dataset, config = tiny_dataset
+    cmd = ["mpirun", "-np", "2", "--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += [sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
+            f"--bert_config_file={config}", "--train_batch_size=8", "--gradient_accumulation_steps=2",
+            "--max_steps=4", "--learning_rate=1e-2", "--log_freq=2"]
+    proc = run(cmd, env=child_env(MASTER_PORT=str(29500 + os.getpid() % 2000)), timeout=300)
+    s = summary(tmp_path)
+    assert s["world_size"] == 2 and s["backend"] == "gloo", proc.stdout
+    assert s["global_batch_size"] == 16
+    assert len(s["rank_weight_digests"]) == 2 and s["weights_identical_on_all_ranks"], s
+    assert "world size 2 (gloo)" in proc.stdout
+
+
+def test_bad_flags_fail_before_training(tiny_dataset, tmp_path: Path):
+    dataset, config = tiny_dataset
+    proc = run([sys.executable, TRAIN, "--phase=2", f"--input_dir={dataset}", f"--output_dir={tmp_path}"],
+               check=False)
+    assert proc.returncode == 1 and "phase 2 needs --init_checkpoint (CHECKPOINT_DIR)" in proc.stdout
+    proc = run([sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
+                f"--bert_config_file={config}", "--train_batch_size=6", "--gradient_accumulation_steps=4"],
+               check=False)
+    assert proc.returncode == 1 and "must be a multiple of --gradient_accumulation_steps=4" in proc.stdout
+    assert not (tmp_path / "model_save").exists()

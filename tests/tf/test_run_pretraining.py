@@ -1,0 +1,201 @@
+"""run_pretraining.py end to end on a tiny BERT (subprocesses): phase 1 with gradient
+accumulation writes checkpoints and a dllog; phase 2 starts from phase 1's weights at a
+longer sequence; a run stopped after a checkpoint and resumed ends with the same weights as
+an uninterrupted one; a truncated input file fails fast, naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.tf.conftest import make_config_dict, make_vocab_file
+from tests.tf.pretraining_fixtures import (
+    CREATE_DATA,
+    RUN_PRETRAINING,
+    run_script,
+    subprocess_env,
+    write_corpus,
+)
+
+tf = pytest.importorskip("tensorflow")
+
+from models.bert_large.tensorflow.pretraining_loop import read_dllog  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+STEPS, ACC, SAVE_EVERY, WARMUP, LR = 20, 2, 5, 5, 0.01
+
+
+def make_records(root, seq: int, pred: int, name: str, seed: int = 12345):
+    out = root / name
+    run_script(CREATE_DATA, f"--input_file={root}/corpus/*.txt",
+               f"--vocab_file={root}/vocab.txt", f"--output_dir={out}", "--num_shards=4",
+               f"--max_seq_length={seq}", f"--max_predictions_per_seq={pred}",
+               "--dupe_factor=2", f"--random_seed={seed}", "--plain_progress")
+    return out
+
+
+def phase_args(root, data, out, *extra, seq=32, pred=5, steps=STEPS):
+    return [f"--input_files_dir={data}", f"--output_dir={out}",
+            f"--bert_config_file={root}/bert_config.json", "--do_train=True",
+            "--train_batch_size=8", f"--max_seq_length={seq}",
+            f"--max_predictions_per_seq={pred}", f"--num_train_steps={steps}",
+            f"--num_accumulation_steps={ACC}", f"--num_warmup_steps={WARMUP}",
+            f"--save_checkpoints_steps={SAVE_EVERY}", f"--learning_rate={LR}", *extra]
+
+
+def tensors(prefix) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if not k.startswith("_meta")}
+
+
+def model_tensors(prefix) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors(prefix).items()
+            if k.startswith(("bert/", "cls/"))}
+
+
+@pytest.fixture(scope="module")
+def phase1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    make_vocab_file(root / "vocab.txt")
+    (root / "bert_config.json").write_text(json.dumps(make_config_dict()))
+    write_corpus(root / "corpus" / "a.txt", num_documents=40, seed=1)
+    write_corpus(root / "corpus" / "b.txt", num_documents=40, seed=2,
+                 min_words=8, max_words=20)
+    data = make_records(root, 32, 5, "seq32")
+    out = root / "phase_1"
+    proc = run_script(RUN_PRETRAINING, *phase_args(
+        root, data, out, f"--eval_files_dir={data}", "--do_eval=True", "--eval_batch_size=8",
+        "--max_eval_steps=10", "--horovod", "--noamp", "--nouse_xla",
+        "--allreduce_post_accumulation=True", "--enable_scoped_allocator=False",
+        "--resume=False", f"--dllog_path={root}/logs/phase_1/bert_dllog.json"))
+    return root, data, out, proc
+
+
+def test_phase1_writes_checkpoints_dllog_and_eval(phase1):
+    root, _, out, proc = phase1
+    # Seed command-line flags that mean nothing here are accepted, with a warning.
+    assert "--horovod" in proc.stdout and "--noamp" in proc.stdout and "ignoring" in proc.stdout
+    for step in range(SAVE_EVERY, STEPS + 1, SAVE_EVERY):
+        assert (out / f"model.ckpt-{step}.index").is_file()
+    assert 'model_checkpoint_path: "model.ckpt-20"' in (out / "checkpoint").read_text()
+    assert int(tf.train.load_checkpoint(str(out / "model.ckpt-20")).get_tensor(
+        "global_step")) == STEPS
+
+    records = read_dllog(root / "logs" / "phase_1" / "bert_dllog.json")
+    params = [r for r in records if r["step"] == "PARAMETER"]
+    assert params and params[0]["data"]["num_accumulation_steps"] == ACC
+    assert params[0]["data"]["global_batch_size"] == 8 * ACC
+    steps = [r for r in records if isinstance(r["step"], int)]
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    for r in steps:
+        d = r["data"]
+        for key in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "learning_rate",
+                    "sequences_per_sec"):
+            assert key in d, key
+        assert d["loss"] == pytest.approx(d["mlm_loss"] + d["nsp_loss"], rel=1e-5)
+        assert 0.0 <= d["mlm_accuracy"] <= 1.0 and d["sequences_per_sec"] > 0
+    # google's schedule: linear warmup, and a linear decay to 0 at num_train_steps computed on
+    # the global step (the lr of step s is the schedule at s - 1 completed steps).
+    lrs = [r["data"]["learning_rate"] for r in steps]
+    expected = [LR * s / WARMUP if s < WARMUP else LR * (1 - s / STEPS) for s in range(STEPS)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-5, atol=1e-9)
+    assert steps[-1]["data"]["loss"] < steps[0]["data"]["loss"]
+    summary = [r for r in records if r["step"] == []]
+    assert summary and summary[0]["data"]["global_step"] == STEPS
+    assert summary[0]["data"]["throughput_train"] > 0
+    evals = [r for r in records if r["step"] == ["eval"]]
+    assert evals and 0.0 <= evals[0]["data"]["masked_lm_accuracy"] <= 1.0
+    assert "next_sentence_accuracy" in evals[0]["data"]
+    assert "masked_lm_accuracy = " in (out / "eval_results.txt").read_text()
+
+
+def test_resume_after_stop_gives_the_same_weights(phase1):
+    root, data, out, _ = phase1
+    out2 = root / "interrupted"
+    # Stops after step 12: the last checkpoint is step 10, so steps 11-12 are redone.
+    first = run_script(RUN_PRETRAINING, *phase_args(root, data, out2, "--stop_at_step=12"))
+    assert "stopping after step 12" in first.stdout
+    assert not (out2 / "model.ckpt-15.index").exists()
+    second = run_script(RUN_PRETRAINING, *phase_args(root, data, out2, "--resume=True"))
+    assert "resumed from" in second.stdout and "model.ckpt-10 at step 10" in second.stdout
+    records = read_dllog(out2 / "bert_dllog.json")
+    resumed_steps = [r["step"] for r in records if isinstance(r["step"], int)]
+    assert resumed_steps[-10:] == list(range(11, STEPS + 1))
+
+    expected = tensors(out / "model.ckpt-20")
+    actual = tensors(out2 / "model.ckpt-20")
+    assert expected.keys() == actual.keys()
+    assert any(k.startswith("_optimizer/") for k in expected)  # optimizer state compared too
+    for name, value in expected.items():
+        np.testing.assert_allclose(actual[name], value, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_phase2_starts_from_phase1_weights_at_longer_sequences(phase1):
+    root, _, out, _ = phase1
+    data512 = make_records(root, 64, 10, "seq64", seed=99)
+    out2 = root / "phase_2"
+    proc = run_script(RUN_PRETRAINING, *phase_args(
+        root, data512, out2, f"--init_checkpoint={out}/model.ckpt-20", "--learning_rate=1e-6",
+        seq=64, pred=10, steps=2))
+    assert f"from {out}/model.ckpt-20" in proc.stdout
+    init = [r for r in read_dllog(out2 / "bert_dllog.json") if r["step"] == "INIT_CHECKPOINT"]
+    p1 = model_tensors(out / "model.ckpt-20")
+    p2 = model_tensors(out2 / "model.ckpt-2")
+    assert init and init[0]["data"]["loaded"] == len(p1) and not init[0]["data"]["initialized"]
+    # Two tiny LAMB steps from phase 1's weights: close to them, not to a fresh init.
+    fresh = model_tensors(root / "interrupted" / "model.ckpt-5")
+    moved = max(float(np.max(np.abs(p2[k] - p1[k]))) for k in p1)
+    far = max(float(np.max(np.abs(fresh[k] - p1[k]))) for k in p1)
+    assert moved < 1e-3 < far
+    assert int(tf.train.load_checkpoint(str(out2 / "model.ckpt-2")).get_tensor(
+        "global_step")) == 2
+
+
+def test_truncated_input_file_fails_naming_it(phase1, tmp_path):
+    root, data, _, _ = phase1
+    bad = tmp_path / "data"
+    shutil.copytree(data, bad)
+    victim = sorted(bad.iterdir())[2]
+    raw = victim.read_bytes()
+    victim.write_bytes(raw[: len(raw) - 200])
+    proc = run_script(RUN_PRETRAINING, *phase_args(root, bad, tmp_path / "out", steps=200),
+                      check=False, timeout=180)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert str(victim) in proc.stderr and "truncated" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_flag_errors_name_the_flag(phase1, tmp_path):
+    root, data, _, _ = phase1
+    proc = run_script(RUN_PRETRAINING, f"--bert_config_file={root}/bert_config.json",
+                      f"--output_dir={tmp_path}", "--do_train=True", check=False)
+    assert proc.returncode == 2 and "--input_files_dir" in proc.stderr
+    proc = run_script(RUN_PRETRAINING, *phase_args(root, data, tmp_path / "o", seq=64),
+                      check=False)
+    assert proc.returncode == 1 and "--max_seq_length=32" in proc.stderr
+
+
+@pytest.mark.mpi
+def test_two_ranks_average_gradients_and_agree(phase1, tmp_path):
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun not installed")
+    root, data, _, _ = phase1
+    env = subprocess_env()
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2",
+           "-x", "PYTHONPATH", "-x", "NUM_INTRA_THREADS", "-x", "NUM_INTER_THREADS",
+           "-x", "TF_CPP_MIN_LOG_LEVEL", sys.executable, str(RUN_PRETRAINING),
+           *phase_args(root, data, tmp_path / "out", "--allreduce_post_accumulation=True",
+                       steps=4), "--train_batch_size=4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = [r for r in read_dllog(tmp_path / "out" / "bert_dllog.json") if r["step"] == []]
+    assert summary[0]["data"]["weights_identical_across_ranks"] is True
+    assert summary[0]["data"]["global_step"] == 4
+    assert not list((tmp_path / "out").glob("rank_*"))  # only rank 0 writes
