@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from packager.commands.common import state
 from packager.errors import ModelpkgError
 from packager.image.actions import BuildOptions, build_image, run_quickstart
 from packager.image.context import parse_key_values, secrets as parse_secrets
@@ -37,11 +38,6 @@ IsolationOpt = Annotated[
     typer.Option(help="buildah isolation: chroot (works without a daemon or user namespaces), oci, rootless.",
                  envvar="MODELPKG_ISOLATION"),
 ]
-RootOpt = Annotated[
-    Optional[Path],
-    typer.Option(help="Repository root (default: found from the installed packager or the current folder).",
-                 envvar="MODELPKG_ROOT"),
-]
 TagOpt = Annotated[Optional[str], typer.Option(help="Image reference (default: the spec's image name:tag).")]
 
 
@@ -50,21 +46,24 @@ def _log(line: str) -> None:
     sys.stdout.flush()
 
 
-def _fail(exc: ModelpkgError) -> typer.Exit:
+def _fail(ctx: typer.Context, exc: ModelpkgError) -> typer.Exit:
+    if state(ctx).debug:  # `modelpkg --debug image ...`: the top-level group prints the traceback
+        raise exc
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(exc.exit_code)
 
 
-def _load(name: str, root: Optional[Path]):
+def _load(ctx: typer.Context, name: str):
+    """The spec and the repository root (`modelpkg --root DIR` or $MODELPKG_ROOT or found)."""
     from packager.repo import load_spec
-    from packager.root import find_root
 
-    resolved = find_root(root)
-    return load_spec(name, resolved), resolved
+    root = state(ctx).root
+    return load_spec(name, root), root
 
 
 @app.command("build")
 def build_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Package name (specs/NAME.yaml).")],
     builder: BuilderOpt = "auto",
     tag: TagOpt = None,
@@ -76,7 +75,6 @@ def build_command(
     isolation: IsolationOpt = "chroot",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached layers.")] = False,
     context_dir: Annotated[Optional[Path], typer.Option(help="Write (and keep) the build context here instead of a temp dir.")] = None,
-    root: RootOpt = None,
 ) -> None:
     """Build the image of package NAME: its archive + rendered Dockerfile as the context.
 
@@ -84,7 +82,7 @@ def build_command(
     are passed as build args only, so they never end up in the image.
     """
     try:
-        spec, resolved_root = _load(name, root)
+        spec, resolved_root = _load(ctx, name)
         options = BuildOptions(
             tag=tag,
             base_image=base_image,
@@ -97,12 +95,13 @@ def build_command(
         _log(f"image: building {name} with {chosen.name}")
         result = build_image(spec, chosen, options, _log, resolved_root)
     except ModelpkgError as exc:
-        raise _fail(exc) from None
+        raise _fail(ctx, exc) from None
     _log(f"image: built {result.tag} (id {result.image_id[:12]}) with {result.builder} in {result.seconds:.1f} s")
 
 
 @app.command("run")
 def run_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Package name (specs/NAME.yaml).")],
     script: Annotated[str, typer.Argument(help="Quickstart script file name, e.g. bfloat16_squad_training_demo.sh.")],
     args: Annotated[Optional[list[str]], typer.Argument(help="Arguments for the script (after --).")] = None,
@@ -113,7 +112,6 @@ def run_command(
     privileged: Annotated[bool, typer.Option(help="docker only: run privileged (as seed 000's docker run does).")] = False,
     storage_driver: StorageOpt = None,
     isolation: IsolationOpt = "chroot",
-    root: RootOpt = None,
 ) -> None:
     """Run `/bin/bash quickstart/SCRIPT ARGS` in NAME's image: usage `image run NAME -- SCRIPT [ARGS]`.
 
@@ -122,14 +120,14 @@ def run_command(
     Exits with the script's exit status.
     """
     try:
-        spec, _ = _load(name, root)
+        spec, _ = _load(ctx, name)
         chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
         code = run_quickstart(
             spec, chosen, script, args or [], log=_log, tag=tag,
             env=parse_key_values(env or [], "--env"), volumes=volume or [], privileged=privileged,
         )
     except ModelpkgError as exc:
-        raise _fail(exc) from None
+        raise _fail(ctx, exc) from None
     if code != 0:
         typer.echo(f"error: quickstart/{Path(script).name} exited with status {code}", err=True)
     raise typer.Exit(code)

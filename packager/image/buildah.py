@@ -6,7 +6,6 @@ the storage driver (`overlay`, `vfs`) is configurable because overlay needs kern
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -122,7 +121,6 @@ class BuildahBuilder:
             text=True,
             errors="replace",
             bufsize=1,
-            env=_quiet_env(),
         ) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -143,16 +141,19 @@ class BuildahBuilder:
         try:
             argv = self.run_argv(container, request)
             log("$ " + " ".join(argv))
-            return subprocess.run(argv, check=False).returncode
+            # stdout+stderr go through `log`, like the docker builder's log stream
+            with subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                text=True, errors="replace", bufsize=1,
+            ) as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    log(line.rstrip("\r\n"))
+                return proc.wait()
         finally:
             subprocess.run(
                 self._global_args() + ["rm", container], capture_output=True, check=False
             )
-
-
-def _quiet_env() -> dict[str, str]:
-    # buildah warns about every declared-but-unset ARG (e.g. the proxy ARGs); keep them.
-    return dict(os.environ)
 
 
 def _redact_build_argv(argv: list[str]) -> list[str]:

@@ -141,3 +141,13 @@ def test_unknown_package_and_bad_build_arg_are_errors(tiny_repo, fake_buildah):
     assert result.exit_code == 1
     assert "expected NAME=VALUE" in result.stderr
     assert fake_buildah.calls() == []
+
+
+def test_modelpkg_cli_has_the_image_group(tiny_repo, fake_buildah, clean_proxy_env):
+    from packager.cli import app as modelpkg
+
+    result = runner.invoke(modelpkg, ["--root", str(tiny_repo), "image", "build", "tiny-pkg", "--builder", "buildah"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "built local/tiny:tiny-latest" in result.output
+    result = runner.invoke(modelpkg, ["image", "--help"])
+    assert result.exit_code == 0 and "build" in result.output and "run" in result.output

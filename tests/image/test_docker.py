@@ -136,3 +136,15 @@ def test_run_uses_same_path_mounts_env_and_init(tmp_path):
     assert kwargs["init"] is True and kwargs["privileged"] is False
     assert "line two" in lines
     assert client.containers.container.removed
+
+
+def test_buildkit_plain_progress_steps_are_recognised():
+    from packager.image.base import OutputTracker
+
+    tracker = OutputTracker(lambda _: None, tail_lines=3)
+    for line in ["#1 [internal] load build definition", "#6 [2/5] RUN apt-get update",
+                 "#6 0.5 Get:1 http://deb.debian.org", "#7 [3/5] RUN pip install x",
+                 "#7 1.0 a", "#7 1.1 b", "#7 1.2 c", "#7 1.3 d"]:
+        tracker.feed(line)
+    assert tracker.step == "#7 [3/5] RUN pip install x"
+    assert list(tracker.tail) == ["#7 1.1 b", "#7 1.2 c", "#7 1.3 d"]

@@ -87,3 +87,15 @@ def test_image_not_built_yet_says_how_to_build_it(tiny_repo, fake_buildah, tmp_p
     assert result.exit_code == 1
     assert "modelpkg image build NAME --builder buildah" in result.stderr
     assert "from" not in fake_buildah.subcommands()
+
+
+def test_run_through_the_modelpkg_cli_passes_script_flags(tiny_repo, fake_buildah, tmp_path, monkeypatch):
+    from packager.cli import app as modelpkg
+
+    monkeypatch.setenv("DATASET_DIR", str(tmp_path))
+    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path))
+    result = runner.invoke(modelpkg, ["image", "run", "tiny-pkg", "--builder", "buildah", "--",
+                                      "run_demo.sh", "--max_seq_length=64", "-v"])
+    assert result.exit_code == 0, result.output + result.stderr
+    argv = _run_argv(fake_buildah)
+    assert argv[-4:] == ["/bin/bash", "quickstart/run_demo.sh", "--max_seq_length=64", "-v"]

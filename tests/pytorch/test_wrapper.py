@@ -120,8 +120,8 @@ def test_build_sh_says_how_to_get_a_missing_base_image(wrapper_dir: Path, docker
     assert proc.returncode == 1
     assert f"the base image {BASE} is missing" in proc.stderr
     assert "docker images | grep pytorch-ipex-spr" in proc.stderr
-    assert "modelpkg build pytorch-ipex-spr" in proc.stderr
-    assert "dockerfiles/pytorch-ipex-spr.Dockerfile" in proc.stderr
+    assert "modelpkg image build pytorch-ipex-spr" in proc.stderr
+    assert f"docker build -t {BASE} - < dockerfiles/pytorch-ipex-spr.Dockerfile" in proc.stderr
     assert [c["argv"][0] for c in calls()] == ["images"]  # no build started
 
 

@@ -211,6 +211,10 @@ def test_config_round_trip_and_errors(tmp_path, config):
         modeling.BertConfig.from_json_file(tmp_path / "nope.json")
     with pytest.raises(ValueError, match="fp32, bf16"):
         modeling.set_precision("fp16")
+    too_long = np.ones((1, config.max_position_embeddings + 1), np.int32)
+    with pytest.raises(ValueError, match="max_position_embeddings.*--max_seq_length"):
+        modeling.BertModel(config)({"input_ids": too_long, "input_mask": too_long,
+                                    "segment_ids": too_long})
     with pytest.raises(KeyError, match="segment_ids"):
         modeling.BertModel(config)({"input_ids": np.ones((1, 4), np.int32),
                                     "input_mask": np.ones((1, 4), np.int32)})
@@ -307,3 +311,21 @@ def test_loss_falls_on_synthetic_task(precision):
                          _synthetic_pretraining_batch(config), steps=40)
     assert all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+@pytest.mark.slow
+def test_benchmark_script_prints_both_precisions_and_ratio():
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(repo, "benchmarks", "tf_train_step.py"), "--layers", "1",
+         "--hidden", "32", "--heads", "2", "--vocab", "100", "--seq_length", "16",
+         "--batch_size", "2", "--masked_positions", "2", "--warmup", "1", "--steps", "2",
+         "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bf16/fp32 speed ratio" in proc.stdout
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(summary["results"]) == {"fp32", "bf16"}
+    assert all(r["examples_per_sec"] > 0 for r in summary["results"].values())
+    assert summary["bf16_over_fp32"] > 0

@@ -1,7 +1,7 @@
 """run_pretraining.py end to end on a tiny BERT (subprocesses): phase 1 with gradient
 accumulation writes checkpoints and a dllog; phase 2 starts from phase 1's weights at a
-longer sequence; a run stopped after a checkpoint and resumed ends with the same weights as
-an uninterrupted one; a truncated input file fails fast, naming the file."""
+longer sequence; a run killed after a checkpoint and resumed ends with the same weights as
+an uninterrupted one (same seed and data); a truncated input file fails fast, naming the file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 
 from tests.tf.conftest import make_config_dict, make_vocab_file
 from tests.tf.pretraining_fixtures import (
-    CREATE_DATA,
     RUN_PRETRAINING,
     run_script,
     subprocess_env,
@@ -24,6 +23,7 @@ from tests.tf.pretraining_fixtures import (
 
 tf = pytest.importorskip("tensorflow")
 
+from models.bert_large.tensorflow import create_pretraining_data as cpd  # noqa: E402
 from models.bert_large.tensorflow.pretraining_loop import read_dllog  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -32,20 +32,22 @@ STEPS, ACC, SAVE_EVERY, WARMUP, LR = 20, 2, 5, 5, 0.01
 
 
 def make_records(root, seq: int, pred: int, name: str, seed: int = 12345):
+    """In-process (the CLI has its own tests): 4 shards from the corpus."""
     out = root / name
-    run_script(CREATE_DATA, f"--input_file={root}/corpus/*.txt",
-               f"--vocab_file={root}/vocab.txt", f"--output_dir={out}", "--num_shards=4",
-               f"--max_seq_length={seq}", f"--max_predictions_per_seq={pred}",
-               "--dupe_factor=2", f"--random_seed={seed}", "--plain_progress")
+    cpd.create_pretraining_data(
+        cpd.expand_input_patterns(f"{root}/corpus/*.txt"), str(root / "vocab.txt"),
+        cpd.shard_names(str(out), 4),
+        cpd.InstanceConfig(max_seq_length=seq, max_predictions_per_seq=pred, dupe_factor=2),
+        random_seed=seed, plain_progress=True)
     return out
 
 
-def phase_args(root, data, out, *extra, seq=32, pred=5, steps=STEPS):
+def phase_args(root, data, out, *extra, seq=32, pred=5, steps=STEPS, warmup=WARMUP):
     return [f"--input_files_dir={data}", f"--output_dir={out}",
             f"--bert_config_file={root}/bert_config.json", "--do_train=True",
             "--train_batch_size=8", f"--max_seq_length={seq}",
             f"--max_predictions_per_seq={pred}", f"--num_train_steps={steps}",
-            f"--num_accumulation_steps={ACC}", f"--num_warmup_steps={WARMUP}",
+            f"--num_accumulation_steps={ACC}", f"--num_warmup_steps={warmup}",
             f"--save_checkpoints_steps={SAVE_EVERY}", f"--learning_rate={LR}", *extra]
 
 
@@ -116,18 +118,22 @@ def test_phase1_writes_checkpoints_dllog_and_eval(phase1):
     assert "masked_lm_accuracy = " in (out / "eval_results.txt").read_text()
 
 
-def test_resume_after_stop_gives_the_same_weights(phase1):
+def test_resume_after_a_kill_gives_the_same_weights(phase1):
     root, data, out, _ = phase1
-    out2 = root / "interrupted"
-    # Stops after step 12: the last checkpoint is step 10, so steps 11-12 are redone.
-    first = run_script(RUN_PRETRAINING, *phase_args(root, data, out2, "--stop_at_step=12"))
-    assert "stopping after step 12" in first.stdout
-    assert not (out2 / "model.ckpt-15.index").exists()
-    second = run_script(RUN_PRETRAINING, *phase_args(root, data, out2, "--resume=True"))
-    assert "resumed from" in second.stdout and "model.ckpt-10 at step 10" in second.stdout
+    # What a run killed between steps 10 and 15 leaves on disk: checkpoints up to step 10
+    # (a checkpoint being written at the kill is never listed: see checkpoint.py).
+    out2 = root / "killed"
+    out2.mkdir()
+    for step in (5, 10):
+        for f in out.glob(f"model.ckpt-{step}.*"):
+            shutil.copy(f, out2 / f.name)
+    (out2 / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-10"\n'
+                                     'all_model_checkpoint_paths: "model.ckpt-5"\n'
+                                     'all_model_checkpoint_paths: "model.ckpt-10"\n')
+    proc = run_script(RUN_PRETRAINING, *phase_args(root, data, out2, "--resume=True"))
+    assert "model.ckpt-10 at step 10" in proc.stdout
     records = read_dllog(out2 / "bert_dllog.json")
-    resumed_steps = [r["step"] for r in records if isinstance(r["step"], int)]
-    assert resumed_steps[-10:] == list(range(11, STEPS + 1))
+    assert [r["step"] for r in records if isinstance(r["step"], int)] == list(range(11, 21))
 
     expected = tensors(out / "model.ckpt-20")
     actual = tensors(out2 / "model.ckpt-20")
@@ -143,14 +149,14 @@ def test_phase2_starts_from_phase1_weights_at_longer_sequences(phase1):
     out2 = root / "phase_2"
     proc = run_script(RUN_PRETRAINING, *phase_args(
         root, data512, out2, f"--init_checkpoint={out}/model.ckpt-20", "--learning_rate=1e-6",
-        seq=64, pred=10, steps=2))
+        seq=64, pred=10, steps=2, warmup=0))
     assert f"from {out}/model.ckpt-20" in proc.stdout
     init = [r for r in read_dllog(out2 / "bert_dllog.json") if r["step"] == "INIT_CHECKPOINT"]
     p1 = model_tensors(out / "model.ckpt-20")
     p2 = model_tensors(out2 / "model.ckpt-2")
     assert init and init[0]["data"]["loaded"] == len(p1) and not init[0]["data"]["initialized"]
-    # Two tiny LAMB steps from phase 1's weights: close to them, not to a fresh init.
-    fresh = model_tensors(root / "interrupted" / "model.ckpt-5")
+    # Two tiny LAMB steps from phase 1's weights: close to them, unlike phase 1 at step 5.
+    fresh = model_tensors(out / "model.ckpt-5")
     moved = max(float(np.max(np.abs(p2[k] - p1[k]))) for k in p1)
     far = max(float(np.max(np.abs(fresh[k] - p1[k]))) for k in p1)
     assert moved < 1e-3 < far
@@ -192,7 +198,7 @@ def test_two_ranks_average_gradients_and_agree(phase1, tmp_path):
            "-x", "PYTHONPATH", "-x", "NUM_INTRA_THREADS", "-x", "NUM_INTER_THREADS",
            "-x", "TF_CPP_MIN_LOG_LEVEL", sys.executable, str(RUN_PRETRAINING),
            *phase_args(root, data, tmp_path / "out", "--allreduce_post_accumulation=True",
-                       steps=4), "--train_batch_size=4"]
+                       steps=4, warmup=1), "--train_batch_size=4"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = [r for r in read_dllog(tmp_path / "out" / "bert_dllog.json") if r["step"] == []]

@@ -272,3 +272,33 @@ def test_missing_model_output_is_an_error(tokenizer):
 ])
 def test_get_final_text(pred, orig, expected):
     assert squad_data.get_final_text(pred, orig, do_lower_case=True) == expected
+
+
+def test_squad_v2_unanswerable_questions(tokenizer):
+    context = "the quick brown fox"
+    data = _squad(context, [
+        {"id": "yes", "question": "what fox", "answers": [{"text": "fox", "answer_start": 16}]},
+        {"id": "no", "question": "what dog", "answers": [], "is_impossible": True},
+    ])
+    examples = squad_data.read_squad_examples(data, is_training=True,
+                                              version_2_with_negative=True)
+    assert [e.is_impossible for e in examples] == [False, True]
+    features = _convert(tokenizer, examples, max_seq_length=20, is_training=True)
+    assert (features[1].start_position, features[1].end_position) == (0, 0)
+    assert features[1].is_impossible and not features[0].is_impossible
+
+    # Null span ([CLS]) scored above the best answer by more than the threshold -> "".
+    results = []
+    for f in features:
+        start = _logits(20, {0: 6.0, 7: 4.0})  # position 7 = "fox"
+        end = _logits(20, {0: 6.0, 7: 4.0})
+        results.append(squad_data.RawResult(f.unique_id, start, end))
+    preds, nbest = squad_data.write_predictions(
+        examples, features, results, n_best_size=5, max_answer_length=5, do_lower_case=True,
+        version_2_with_negative=True, null_score_diff_threshold=1.0)
+    assert preds == {"yes": "", "no": ""}
+    assert "fox" in [e["text"] for e in nbest["yes"]]
+    preds, _ = squad_data.write_predictions(
+        examples, features, results, n_best_size=5, max_answer_length=5, do_lower_case=True,
+        version_2_with_negative=True, null_score_diff_threshold=5.0)
+    assert preds["yes"] == "fox"

@@ -518,38 +518,41 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def check_weights_in_sync(rt: Runtime, model) -> dict:
+    """Sync mode, right after training (a collective: every rank calls it): compare a
+    fingerprint of the weights across ranks. Returns summary entries."""
+    fingerprint = weights_fingerprint(model.trainable_variables)
+    prints = rt.comm.allgather(fingerprint)
+    identical = len(set(prints)) == 1
+    if not identical:
+        log.error("ranks ended training with different weights: %s", [p[:12] for p in prints])
+    return {"weights_fingerprint": fingerprint, "weights_identical_across_ranks": identical}
+
+
 def finish(rt: Runtime, summary: dict, metric_name: str | None, metric: float | None,
            higher_is_better: bool = True) -> dict:
-    """Collective end of a run: check weights agree (sync mode) or pick the best rank
-    (independent mode), then write ``train_summary.json``. Every rank must call it."""
+    """End of a run: in independent mode (a collective: every rank calls it) pick the best
+    rank and write ``best_rank.json``; write this rank's ``train_summary.json``."""
     summary = dict(summary, rank=rt.env.rank, world_size=rt.env.world_size,
                    mpi_workers_sync_gradients=rt.sync, engine=rt.comm.engine,
                    precision=rt.precision, output_dir=rt.output_dir)
-    if rt.env.world_size > 1:
+    if rt.env.world_size > 1 and not rt.sync:
         gathered = rt.comm.allgather({"rank": rt.env.rank, "metric": metric,
-                                      "fingerprint": summary.get("weights_fingerprint"),
                                       "output_dir": rt.output_dir})
-        if rt.sync:
-            prints = {g["fingerprint"] for g in gathered}
-            summary["weights_identical_across_ranks"] = len(prints) == 1
-            if len(prints) != 1:
-                log.error("ranks ended with different weights: %s",
-                          [g["fingerprint"][:12] for g in gathered if g["fingerprint"]])
-        else:
-            scored = [g for g in gathered if g["metric"] is not None
-                      and math.isfinite(g["metric"])]
-            if scored:
-                best = (max if higher_is_better else min)(scored, key=lambda g: g["metric"])
-                report = {"metric": metric_name, "higher_is_better": higher_is_better,
-                          "best_rank": best["rank"], "best_value": best["metric"],
-                          "best_output_dir": best["output_dir"],
-                          "per_rank": {str(g["rank"]): g["metric"] for g in gathered}}
-                summary["best_rank"] = report
-                if rt.env.is_primary:
-                    write_json(os.path.join(rt.root_output_dir, "best_rank.json"), report)
-                    log.info("best rank: %d with %s %.4f (outputs in %s); all ranks: %s",
-                             best["rank"], metric_name, best["metric"], best["output_dir"],
-                             ", ".join(f"{g['rank']}: {g['metric']:.4f}" for g in scored))
+        scored = [g for g in gathered if g["metric"] is not None
+                  and math.isfinite(g["metric"])]
+        if scored:
+            best = (max if higher_is_better else min)(scored, key=lambda g: g["metric"])
+            report = {"metric": metric_name, "higher_is_better": higher_is_better,
+                      "best_rank": best["rank"], "best_value": best["metric"],
+                      "best_output_dir": best["output_dir"],
+                      "per_rank": {str(g["rank"]): g["metric"] for g in gathered}}
+            summary["best_rank"] = report
+            if rt.env.is_primary:
+                write_json(os.path.join(rt.root_output_dir, "best_rank.json"), report)
+                log.info("best rank: %d with %s %.4f (outputs in %s); all ranks: %s",
+                         best["rank"], metric_name, best["metric"], best["output_dir"],
+                         ", ".join(f"{g['rank']}: {g['metric']:.4f}" for g in scored))
     if rt.writes_outputs:
         write_json(os.path.join(rt.output_dir, "train_summary.json"), summary)
     return summary

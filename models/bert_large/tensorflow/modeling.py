@@ -161,6 +161,13 @@ class BertEmbeddings(keras.layers.Layer):
         self.built = True
 
     def call(self, input_ids, segment_ids, training=None):
+        static_len = input_ids.shape[1]
+        if static_len is not None and static_len > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {static_len} exceeds max_position_embeddings "
+                f"({self.config.max_position_embeddings}) of the BERT config: lower "
+                "--max_seq_length"
+            )
         seq_len = tf.shape(input_ids)[1]
         # Gather from the float32 tables; the sum goes straight into a float32 LayerNorm.
         words = tf.gather(self.word_embeddings, input_ids)
@@ -357,8 +364,12 @@ class BertPretrainingHeads(keras.layers.Layer):
         # Only the masked positions go through the (vocab-sized) decoder.
         picked = tf.gather(sequence_output, masked_lm_positions, batch_dims=1)  # [B, P, H]
         x = self.transform_layer_norm(self.transform(picked))
-        table = tf.cast(self._embeddings.word_embeddings, self.compute_dtype)
-        logits = tf.matmul(tf.cast(x, self.compute_dtype), table, transpose_b=True)  # [B,P,V]
+        table = tf.cast(self._embeddings.word_embeddings, self.compute_dtype)  # [V, H]
+        # One 2-D matmul (not a batched one): its gradient for the table is one matmul too.
+        batch, positions = tf.shape(picked)[0], tf.shape(picked)[1]
+        flat = tf.reshape(tf.cast(x, self.compute_dtype), [-1, self.config.hidden_size])
+        logits = tf.matmul(flat, table, transpose_b=True)  # [B*P, V]
+        logits = tf.reshape(logits, [batch, positions, self.config.vocab_size])
         mlm_logits = tf.cast(logits, tf.float32) + tf.cast(self.output_bias, tf.float32)
         nsp_logits = tf.matmul(
             tf.cast(pooled_output, self.compute_dtype),

@@ -140,9 +140,9 @@ class PretrainingStep:
             self.accumulators = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False,
                                              name=f"grad_accum_{i}")
                                  for i, v in enumerate(self.variables)]
-        self._micro = tf.function(self._micro_step, reduce_retracing=True)
-        self._apply = tf.function(self._apply_step)
-        self._single = tf.function(self._single_step, reduce_retracing=True)
+        self._micro = tf.function(self._micro_step, reduce_retracing=True, autograph=False)
+        self._apply = tf.function(self._apply_step, autograph=False)
+        self._single = tf.function(self._single_step, reduce_retracing=True, autograph=False)
 
     def _grads(self, features):
         with tf.GradientTape() as tape:

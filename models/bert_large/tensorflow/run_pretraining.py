@@ -113,8 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "<output_dir>/bert_dllog.json); its folder is created")
     g.add_argument("--log_steps", "--display_loss_steps", dest="log_steps", type=int,
                    default=1, help="log every N optimizer steps")
-    g.add_argument("--stop_at_step", type=int, default=None,
-                   help="testing: stop after this step as if killed (no final checkpoint)")
     g.add_argument("--num_intra_threads", type=int, default=None,
                    help="TF intra-op threads (default: $NUM_INTRA_THREADS)")
     g.add_argument("--num_inter_threads", type=int, default=None,
@@ -142,8 +140,6 @@ def _bf16_from_env() -> bool:
 
 def validate_flags_or_throw(flags: argparse.Namespace):
     """Check flags before any heavy work; returns the BertConfig."""
-    from models.bert_large.tensorflow import modeling  # noqa: PLC0415 - TF import is slow
-
     if not (flags.do_train or flags.do_eval):
         raise FlagError("nothing to do: set --do_train=True and/or --do_eval=True")
     if not flags.bert_config_file:
@@ -177,8 +173,8 @@ def validate_flags_or_throw(flags: argparse.Namespace):
     if flags.max_predictions_per_seq > flags.max_seq_length:
         raise FlagError(f"--max_predictions_per_seq={flags.max_predictions_per_seq} exceeds "
                         f"--max_seq_length={flags.max_seq_length}")
-    if flags.stop_at_step is not None and flags.stop_at_step < 1:
-        raise FlagError(f"--stop_at_step={flags.stop_at_step} must be >= 1")
+    from models.bert_large.tensorflow import modeling  # noqa: PLC0415 - TF import is slow
+
     try:
         config = modeling.BertConfig.from_json_file(flags.bert_config_file)
     except (ValueError, TypeError, KeyError) as err:
@@ -338,10 +334,11 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
         results = loop.evaluate(model, (f for f, _ in eval_data.batches()), comm,
                                 max_steps=flags.max_eval_steps or None)
         results["global_step"] = int(optimizer.iterations.numpy())
-        (log.info if primary else log.debug)("eval: masked LM accuracy %.4f, loss %.4f; next sentence accuracy %.4f, "
-                 "loss %.4f (%d sequences)", results["masked_lm_accuracy"],
-                 results["masked_lm_loss"], results["next_sentence_accuracy"],
-                 results["next_sentence_loss"], results["eval_sequences"])
+        (log.info if primary else log.debug)(
+            "eval: masked LM accuracy %.4f, loss %.4f; next sentence accuracy %.4f, "
+            "loss %.4f (%d sequences)", results["masked_lm_accuracy"],
+            results["masked_lm_loss"], results["next_sentence_accuracy"],
+            results["next_sentence_loss"], results["eval_sequences"])
         dllog.log(["eval"], results)
         if primary:
             path = os.path.join(flags.output_dir, "eval_results.txt")
@@ -386,7 +383,6 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
     timed_seconds, timed_steps = 0.0, 0
     first_step = step + 1
     last = None
-    stopped = False
     while step < flags.num_train_steps:
         micro = []
         for _ in range(flags.num_accumulation_steps):
@@ -422,17 +418,11 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
             window_start = now
         if step % flags.save_checkpoints_steps == 0 or step == flags.num_train_steps:
             save(step, position)
-        if flags.stop_at_step is not None and step >= flags.stop_at_step \
-                and step < flags.num_train_steps:
-            log.warning("stopping after step %d (--stop_at_step), without a final "
-                        "checkpoint", step)
-            stopped = True
-            break
     seconds = time.perf_counter() - train_start
     sps = timed_steps * global_batch / timed_seconds if timed_steps else \
         (step - first_step + 1) * global_batch / max(seconds, 1e-9)
     summary = dict(last or {}, global_step=step, training_seconds=round(seconds, 3),
-                   throughput_train=sps, sequences_per_sec=sps, stopped_early=stopped,
+                   throughput_train=sps, sequences_per_sec=sps,
                    final_loss=(last or {}).get("loss"))
     if world > 1:  # every rank applied the same averaged updates: the weights must agree
         same = comm.all_equal(loop.weights_fingerprint(model))
@@ -441,8 +431,7 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
             log.error("ranks ended with different weights")
     dllog.log([], summary)
     if env.is_primary:
-        log.info("training %s at step %d in %.1fs, %.1f sequences/s",
-                 "stopped" if stopped else "done", step, seconds, sps)
+        log.info("training done at step %d in %.1fs, %.1f sequences/s", step, seconds, sps)
     return 0
 
 

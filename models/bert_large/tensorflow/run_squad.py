@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        final_loss=stats.final_loss, train_seconds=stats.seconds,
                        loss_log=stats.loss_log)
         if rt.sync:
-            summary["weights_fingerprint"] = loop.weights_fingerprint(model.trainable_variables)
+            summary.update(loop.check_weights_in_sync(rt, model))
         if rt.writes_outputs or flags.checkpoint_all_ranks:
             summary["checkpoint"] = loop.save_final_checkpoint(
                 model, rt.output_dir, steps, extra={"task": "squad", "rank": rt.env.rank})

@@ -94,12 +94,39 @@ bert_tf_check_output_dir() {
     printf '%s\n' "${script}" >"${marker}"
 }
 
+# bert_tf_usage SCRIPT TASK: what the script needs, for -h/--help.
+bert_tf_usage() {
+    local script="$1" task="$2" data
+    case "${task}" in
+        squad) data="the SQuAD v1.1 folder holding train-v1.1.json and dev-v1.1.json" ;;
+        squad_demo) data="the folder holding mini-dev-v1.1.json (SQuAD v1.1 format)" ;;
+        *) data="the GLUE MRPC folder (train.tsv, dev.tsv) or the GLUE folder holding MRPC/" ;;
+    esac
+    cat <<EOF
+Usage: CHECKPOINT_DIR=... DATASET_DIR=... OUTPUT_DIR=... ./quickstart/${script} [--flag=value ...]
+
+Required environment:
+  CHECKPOINT_DIR     google-research BERT folder: vocab.txt, bert_config.json, bert_model.ckpt.*
+  DATASET_DIR        ${data}
+  OUTPUT_DIR         where checkpoints, predictions, metrics and logs go (created when missing)
+Optional:
+  MPI_NUM_PROCESSES  number of MPI processes, one per socket
+  BATCH_SIZE         training batch size per process
+Arguments after the script name go to the Python training script and override its defaults,
+e.g. --num_train_epochs=1 --max_seq_length=128 --mpi_workers_sync_gradients=True
+EOF
+}
+
 # bert_tf_quickstart PRECISION TASK [PASS-THROUGH ARGS...]
 bert_tf_quickstart() {
     local precision="$1" task="$2"
     shift 2
     local script
     script="$(basename "${BASH_SOURCE[1]}")"
+    if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+        bert_tf_usage "${script}" "${task}"
+        return 0
+    fi
 
     local model_precision
     case "${precision}" in
@@ -115,6 +142,11 @@ bert_tf_quickstart() {
     require_positive_int_or_unset MPI_NUM_PROCESSES
     require_positive_int_or_unset BATCH_SIZE
     command -v python3 >/dev/null || qs_die "python3 not found on PATH; install Python 3 with tensorflow (see the README's Bare Metal section)"
+    # The interpreter's real path: mpirun puts its own bin folder (e.g. /usr/bin) first on the
+    # ranks' PATH, where a bare "python3" could be another Python than the one with TensorFlow.
+    local python
+    python="$(python3 -c 'import sys; print(sys.executable)')"
+    [[ -x "${python}" ]] || qs_die "python3 -c 'import sys; print(sys.executable)' gave '${python}', not an executable; check your Python installation"
 
     local pkg
     pkg="$(bert_tf_package_dir)"
@@ -193,8 +225,8 @@ bert_tf_quickstart() {
     log_file="${out_dir}/${script%.sh}_$(date +%Y%m%d_%H%M%S).log"
     echo "Running ${script}: log in ${log_file}"
 
-    print_and_run python3 "${pkg}/models/common/launch.py" --precision "${model_precision}" -- \
-        python3 "${python_script}" \
+    print_and_run "${python}" "${pkg}/models/common/launch.py" --precision "${model_precision}" -- \
+        "${python}" "${python_script}" \
         "--vocab_file=${ckpt_dir}/vocab.txt" \
         "--bert_config_file=${ckpt_dir}/bert_config.json" \
         "--init_checkpoint=${ckpt_dir}/bert_model.ckpt" \
@@ -205,4 +237,5 @@ bert_tf_quickstart() {
         "--precision=${model_precision}" \
         "--mpi_workers_sync_gradients=False" \
         "$@" 2>&1 | tee -a "${log_file}"
+    echo "${script} finished: outputs in ${out_dir}, log in ${log_file}"
 }
