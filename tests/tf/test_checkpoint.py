@@ -123,7 +123,9 @@ def _setup(config, seed):
     return model, optimizer
 
 
-def test_resume_is_bit_exact_including_optimizer_and_dropout(tmp_path, config):
+def test_resume_is_bit_exact_including_optimizer_and_dropout(tmp_path):
+    config = modeling.BertConfig.from_dict(
+        make_config_dict(num_hidden_layers=1, max_position_embeddings=32))
     batch = _synthetic_pretraining_batch(config, batch=4)
     model, optimizer = _setup(config, seed=0)
     train_steps(model, optimizer, batch, 3)
