@@ -162,7 +162,8 @@ def run_pipeline(name, corpus, vocab_file, out_dir, cfg, encode_batch=None) -> d
                                           random_seed=12345, plain_progress=True,
                                           encode_batch=encode_batch)
     seconds = time.perf_counter() - start
-    return {"name": name, "seconds": seconds, "cpu_seconds": time.process_time() - cpu_start, "sentences": summary["sentences"],
+    return {"name": name, "seconds": seconds, "cpu_seconds": time.process_time() - cpu_start,
+            "sentences": summary["sentences"],
             "instances": summary["instances"],
             "sentences_per_sec": summary["sentences"] / seconds,
             "instances_per_sec": summary["instances"] / seconds,

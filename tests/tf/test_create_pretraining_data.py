@@ -159,6 +159,18 @@ def test_whole_word_masking_masks_every_piece_of_a_word(tmp_path):
     assert checked > 10
 
 
+def test_cached_encoder_gives_the_tokenizers_ids(tmp_path):
+    from models.bert_large.tensorflow import tokenization
+
+    tok = tokenization.FullTokenizer(make_vocab_file(tmp_path / "vocab.txt"))
+    lines = ["Hello  world,the quick-brown fox!", "Café naïve\tschool\u00a0résumé",
+             "中国 北京人 and (paris) capital?", "running wanted\x00 playing\u200b ok",
+             "ΣΟΦΟΣ ΟΔΟΣ lazy dog", "  leading and trailing  ", "unknownword xyz ##s", ""]
+    enc = cpd.CachedEncoder(tok.encode_batch_ids)
+    assert enc(lines) == tok.encode_batch_ids(lines)
+    assert enc(lines[::-1]) == tok.encode_batch_ids(lines[::-1])  # from the cache
+
+
 def test_truncate_seq_pair_trims_the_longer_side():
     rng = random.Random(0)
     a, b = list(range(10)), list(range(3))
