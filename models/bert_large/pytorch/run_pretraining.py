@@ -217,6 +217,9 @@ def setup_distributed(env: dist_env.DistEnv, backend: str) -> str | None:
             if backend == "ccl":
                 _fail("--dist_backend=ccl needs oneccl_bindings_for_pytorch; install it or use gloo")
             backend = "gloo"
+    if "MASTER_ADDR" not in os.environ and env.local_size < env.world_size:
+        _fail(f"{env.world_size} ranks over several hosts: set MASTER_ADDR to the address of the "
+              "host of rank 0 (the first host) and MASTER_PORT to a free port on it")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     dist.init_process_group(backend=backend, init_method="env://", rank=env.rank,

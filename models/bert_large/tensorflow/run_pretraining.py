@@ -197,7 +197,7 @@ def _setup_logging(env: dist_env.DistEnv) -> None:
                         datefmt="%H:%M:%S")
 
 
-def _data_positions_for_rank(extra: dict, env, flags) -> "object":
+def _data_positions_for_rank(extra: dict, env, flags, num_files: int) -> "object":
     """This rank's saved input position, if the checkpoint was written by the same layout."""
     from models.bert_large.tensorflow.pretraining_data import DataPosition  # noqa: PLC0415
 
@@ -205,15 +205,16 @@ def _data_positions_for_rank(extra: dict, env, flags) -> "object":
     same_layout = (extra.get("world_size") == env.world_size
                    and extra.get("train_batch_size") == flags.train_batch_size
                    and extra.get("seed") == flags.seed
-                   and extra.get("input_files") is not None)
+                   and extra.get("input_files") == num_files)
     if positions and same_layout and len(positions) == env.world_size:
         return DataPosition.from_dict(positions[env.rank])
     if positions:
         # Another layout reads the files in another order: start a fresh epoch after the
         # furthest one reached rather than replaying data from the start.
         epoch = max(int(p["epoch"]) for p in positions) + 1
-        log.warning("checkpoint was written with another rank count / batch size / seed; "
-                    "input restarts at epoch %d instead of the exact position", epoch)
+        log.warning("checkpoint was written with another rank count / batch size / seed / "
+                    "number of input files; input restarts at epoch %d instead of the exact "
+                    "position", epoch)
         return DataPosition(epoch, 0, 0)
     return DataPosition()
 
@@ -302,11 +303,17 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
     if flags.resume and not resumed_from:
         log.info("--resume=True but no checkpoint in %s: starting from the beginning",
                  flags.output_dir)
+    elif not flags.resume and flags.do_train and primary:
+        existing = checkpoint.latest_training_checkpoint(flags.output_dir)
+        if existing:
+            log.warning("%s already holds checkpoints (latest %s); this run starts over "
+                        "and writes its own next to them (use --resume=True to continue, "
+                        "or an empty --output_dir)", flags.output_dir, existing)
     if resumed_from:
         step, extra = checkpoint.restore_training_checkpoint(resumed_from, model, optimizer)
         if int(optimizer.iterations.numpy()) != step:
             optimizer.iterations.assign(step)
-        position = _data_positions_for_rank(extra, env, flags)
+        position = _data_positions_for_rank(extra, env, flags, len(train_files))
         rng = extra.get("rng_states")
         if rng and len(rng) == world and not loop.set_rng_states(model, rng[env.rank]):
             log.warning("dropout RNG state in %s does not fit the model", resumed_from)
