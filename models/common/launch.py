@@ -462,7 +462,13 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         bind = [tools.python, BIND_SCRIPT]
         for s in slots:
             bind += ["--slot", f"{s.cpulist}:{s.mems}"]
-        tail = list(opts.command) if opts.no_bind else [*bind, "--", *opts.command]
+        command = list(opts.command)
+        if not hosts:
+            # mpirun puts its own bin folder first on each rank's PATH, so a bare "python3"
+            # could resolve to a different interpreter in the ranks than in this shell.
+            command[0] = shutil.which(command[0], path=environ.get("PATH", os.defpath)) \
+                or command[0]
+        tail = command if opts.no_bind else [*bind, "--", *command]
         where = f"{len(hosts)} host(s)" if hosts else "this host"
         summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; local ranks bound to "
                    + " | ".join(f"{s.cpulist} (NUMA {s.mems})" for s in slots))

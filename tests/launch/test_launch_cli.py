@@ -52,7 +52,8 @@ def test_dry_run_prints_a_pasteable_script_and_warnings_go_to_stderr(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert "export OMP_NUM_THREADS=1" in lines
-    assert lines[-1].endswith("-- python train.py '--name=a b'")
+    # mpirun puts its own bin folder first on the ranks' PATH: the program is resolved here
+    assert lines[-1].endswith(f"-- {shutil.which('python')} train.py '--name=a b'")
     assert "mpirun" in lines[-1] and "--slot 0:0 --slot 1:0" in lines[-1]
     assert "warning" in done.stderr and "warning" not in done.stdout
 

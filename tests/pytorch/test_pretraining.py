@@ -130,15 +130,26 @@ def test_quickstart_validation(package_dir: Path, tiny_dataset, tmp_path: Path, 
 
 @pytest.mark.mpi
 @pytest.mark.skipif(not have("mpirun"), reason="needs mpirun (apt install openmpi-bin)")
-def test_ddp_over_mpirun_ends_with_identical_weights(tiny_dataset, tmp_path: Path):
+@pytest.mark.parametrize("how", ["mpirun", "quickstart"])
+def test_ddp_ends_with_identical_weights(how, package_dir: Path, tiny_dataset, tmp_path: Path):
+    """Plain ``mpirun -np 2``, and the phase 1 quickstart with MPI_NUM_PROCESSES=2 (the launcher's mpirun)."""
     dataset, config = tiny_dataset
-    cmd = ["mpirun", "-np", "2", "--oversubscribe"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    cmd += [sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
-            f"--bert_config_file={config}", "--train_batch_size=8", "--gradient_accumulation_steps=2",
-            "--max_steps=4", "--learning_rate=1e-2", "--log_freq=2"]
-    proc = run(cmd, env=child_env(MASTER_PORT=str(29500 + os.getpid() % 2000)), timeout=300)
+    port = str(29500 + (os.getpid() + len(how)) % 2000)
+    if how == "mpirun":
+        cmd = ["mpirun", "-np", "2", "--oversubscribe"]
+        if os.geteuid() == 0:
+            cmd.append("--allow-run-as-root")
+        cmd += [sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
+                f"--bert_config_file={config}", "--train_batch_size=8", "--gradient_accumulation_steps=2",
+                "--max_steps=4", "--learning_rate=1e-2", "--log_freq=2"]
+        proc = run(cmd, env=child_env(MASTER_PORT=port), timeout=300)
+    else:
+        proc = run([package_dir / "quickstart" / "run_bert_pretrain_phase1.sh", "--log_freq=2",
+                    "--gradient_accumulation_steps=2"],
+                   env=_quickstart_env(PRECISION="bf16", OUTPUT_DIR=str(tmp_path), DATASET_DIR=str(dataset),
+                                       CONFIG_FILE=str(config), BATCH_SIZE="8", MAX_STEPS="4",
+                                       MPI_NUM_PROCESSES="2", MASTER_PORT=port), timeout=300)
+        assert re.search(r"^\S*mpirun .*-np 2 ", proc.stdout, re.M), proc.stdout  # printed by the launcher
     s = summary(tmp_path)
     assert s["world_size"] == 2 and s["backend"] == "gloo", proc.stdout
     assert s["global_batch_size"] == 16
