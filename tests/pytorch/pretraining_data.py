@@ -77,7 +77,7 @@ def make_examples(n: int, seq_len: int, max_pred: int, seed: int = 0) -> list[di
     out = []
     for _ in range(n):
         length = int(rng.integers(seq_len // 2, seq_len + 1))
-        ids = [1] + list(rng.choice(np.arange(4, VOCAB), size=length - 2, p=probs) ) + [2]
+        ids = [1] + list(rng.choice(np.arange(4, VOCAB), size=length - 2, p=probs)) + [2]
         mask = [1] * length + [0] * (seq_len - length)
         seg_split = int(rng.integers(1, length))
         segs = [0] * seg_split + [1] * (length - seg_split) + [0] * (seq_len - length)

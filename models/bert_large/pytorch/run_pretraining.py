@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     window = {"loss": 0.0, "mlm": 0.0, "nsp": 0.0, "correct": 0, "count": 0, "n": 0, "t": 0.0}
     while step < args.max_steps:
         t0 = time.perf_counter()
-        totals = torch.zeros(4)  # loss, mlm loss, nsp loss summed over micro-batches
+        totals = torch.zeros(3)  # loss, mlm loss, nsp loss summed over micro-batches
         correct = count = 0
         for micro_step in range(args.gradient_accumulation_steps):
             batch = next(batches)
@@ -327,8 +327,7 @@ def main(argv=None) -> int:
                 with autocast():
                     out = train_model(**batch)
                 (out["loss"] / args.gradient_accumulation_steps).backward()
-            totals += torch.stack([out["loss"].detach().float(), out["mlm_loss"].detach().float(),
-                                   out["nsp_loss"].detach().float(), torch.tensor(0.0)])
+            totals += torch.stack([out[k].detach().float() for k in ("loss", "mlm_loss", "nsp_loss")])
             correct += int(out["mlm_correct"])
             count += int(out["mlm_count"])
         if args.max_grad_norm > 0:
