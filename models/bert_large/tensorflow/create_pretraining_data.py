@@ -26,7 +26,9 @@ Usage::
         --dupe_factor=5 --random_seed=12345
 
 ``--output_file=a.tfrecord,b.tfrecord`` writes the given files instead (instances are dealt
-round-robin over them).
+round-robin over them). As in google's script, all input documents are held in memory (as
+token ids) so that "random next" sentences come from any of them; for a corpus larger than
+memory, run the script once per group of input files (with a different ``--random_seed``).
 """
 
 from __future__ import annotations

@@ -42,18 +42,11 @@ MAX_STEPS="${MAX_STEPS:-7038}"
 GRADIENT_ACCUMULATION_STEPS="${GRADIENT_ACCUMULATION_STEPS:-1}"
 LEARNING_RATE="${LEARNING_RATE:-6e-3}"
 
-# avx-fp32 is fp32 without the AMX cap: DNNL_MAX_CPU_ISA unset (the launcher sets it otherwise).
-launch_precision="${PRECISION}"
-case "${PRECISION}" in
-    avx-fp32) unset DNNL_MAX_CPU_ISA ;;
-    bf32) launch_precision=fp32 ;;
-esac
-
 # the interpreter's real path: mpirun may put another python3 first on PATH
 python_bin="$(python3 -c 'import sys; print(sys.executable)')"
 export PYTHONPATH="${pkg_dir}${PYTHONPATH:+:${PYTHONPATH}}"
 
-"${python_bin}" "${pkg_dir}/models/common/launch.py" --precision "${launch_precision}" -- \
+"${python_bin}" "${pkg_dir}/models/common/launch.py" --precision "${PRECISION}" -- \
     "${python_bin}" "${pkg_dir}/models/bert_large/pytorch/run_pretraining.py" \
     --phase=1 \
     --bert_config_file="${CONFIG_FILE}" \
