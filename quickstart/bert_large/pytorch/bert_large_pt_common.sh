@@ -8,11 +8,11 @@
 _bert_pt_qs_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [[ -f "${_bert_pt_qs_dir}/lib.sh" ]]; then
     pkg_dir="$(cd "${_bert_pt_qs_dir}/.." && pwd)"
-    # shellcheck source=lib.sh
+    # shellcheck source=lib.sh disable=SC1091
     source "${_bert_pt_qs_dir}/lib.sh"
 else
     pkg_dir="$(cd "${_bert_pt_qs_dir}/../../.." && pwd)"
-    # shellcheck source=../../common/lib.sh
+    # shellcheck source=../../common/lib.sh disable=SC1091
     source "${pkg_dir}/quickstart/common/lib.sh"
 fi
 
