@@ -24,7 +24,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from models.bert_large.tensorflow import finetune_loop as loop  # noqa: E402
 from models.bert_large.tensorflow import modeling  # noqa: E402
+
+
+def pretraining_loss(outputs, features):
+    return modeling.pretraining_loss(outputs, features["masked_lm_ids"],
+                                     features["masked_lm_weights"],
+                                     features["next_sentence_labels"])
 
 
 def _parse(argv=None) -> argparse.Namespace:
@@ -68,17 +75,7 @@ def measure(args, precision: str) -> dict:
     keras.utils.set_random_seed(0)
     model = modeling.BertForPreTraining(config)
     optimizer = keras.optimizers.AdamW(1e-4, weight_decay=0.01)
-
-    @tf.function(jit_compile=False)
-    def step(features):
-        with tf.GradientTape() as tape:
-            outputs = model(features, training=True)
-            loss = modeling.pretraining_loss(outputs, features["masked_lm_ids"],
-                                             features["masked_lm_weights"],
-                                             features["next_sentence_labels"])
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    step = loop.make_train_step(model, pretraining_loss, optimizer)  # the scripts' train step
 
     features = _batch(args)
     for _ in range(args.warmup):

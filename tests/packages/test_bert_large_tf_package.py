@@ -111,7 +111,8 @@ def test_package_contents(bf16_package):
         path = pkg / "quickstart" / script
         assert path.is_file() and path.stat().st_mode & stat.S_IXUSR, f"{script} missing or not executable"
     for rel in ("quickstart/lib.sh", "quickstart/bert_large_tf_common.sh", "models/common/launch.py",
-                "models/common/dist_env.py", "models/bert_large/tensorflow/run_squad.py",
+                "models/common/dist_env.py", "models/bert_large/config.py",
+                "models/bert_large/tensorflow/run_squad.py",
                 "models/bert_large/tensorflow/run_classifier.py",
                 "models/bert_large/tensorflow/squad_evaluate.py", "README.md", "licenses/LICENSE",
                 "licenses/third_party/tensorflow.txt", "licenses/third_party/openmpi.txt",

@@ -135,18 +135,23 @@ def make_google_tensors(config: dict, seed: int = 0, with_heads: bool = True,
 def save_tf1_checkpoint(prefix, tensors: dict[str, np.ndarray]) -> str:
     """Write ``tensors`` as a TF checkpoint bundle (``prefix.index`` + ``prefix.data-*``),
     the format google's ``tf.train.Saver`` produced. Imports TensorFlow."""
-    import tensorflow as tf
+    from models.bert_large.tensorflow import checkpoint
 
     prefix = str(prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-    names = sorted(tensors)
-    tf.raw_ops.SaveV2(
-        prefix=prefix,
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[tf.convert_to_tensor(tensors[n]) for n in names],
-    )
+    checkpoint.save_bundle(prefix, tensors)
     return prefix
+
+
+@pytest.fixture
+def fp32_policy():
+    """The float32 Keras precision policy during the test, and again after it (a test may set
+    bf16). Imports TensorFlow."""
+    from models.bert_large.tensorflow import precision
+
+    precision.set_precision("fp32")
+    yield
+    precision.set_precision("fp32")
 
 
 @pytest.fixture

@@ -18,12 +18,8 @@ from tests.tf.conftest import (
 )
 from tests.tf.test_modeling import _synthetic_pretraining_batch, train_steps
 
-
-@pytest.fixture(autouse=True)
-def _fp32_policy():
-    modeling.set_precision("fp32")
-    yield
-    modeling.set_precision("fp32")
+# every test starts, and leaves, with the float32 Keras policy
+pytestmark = pytest.mark.usefixtures("fp32_policy")
 
 
 @pytest.fixture
@@ -168,7 +164,7 @@ def test_crash_mid_save_keeps_previous_latest(tmp_path, config, monkeypatch):
     model.bert.embeddings.word_embeddings.assign_add(
         tf.ones_like(model.bert.embeddings.word_embeddings))
 
-    real_save = checkpoint._save_bundle
+    real_save = checkpoint.save_bundle
 
     def crash_after_partial_write(prefix, tensors):
         real_save(prefix, tensors)
@@ -176,7 +172,7 @@ def test_crash_mid_save_keeps_previous_latest(tmp_path, config, monkeypatch):
             f.truncate(10)
         raise OSError("disk full")  # ...then the process dies
 
-    monkeypatch.setattr(checkpoint, "_save_bundle", crash_after_partial_write)
+    monkeypatch.setattr(checkpoint, "save_bundle", crash_after_partial_write)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save_training_checkpoint(tmp_path, 20, model, optimizer)
     monkeypatch.undo()

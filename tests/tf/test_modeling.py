@@ -22,7 +22,11 @@ import pytest
 import tensorflow as tf
 
 from models.bert_large.tensorflow import checkpoint, modeling
+from models.bert_large.tensorflow import finetune_loop as loop
 from tests.tf.conftest import make_config_dict
+
+# every test starts, and leaves, with the float32 Keras policy
+pytestmark = pytest.mark.usefixtures("fp32_policy")
 
 _TORCH_REFERENCE = textwrap.dedent(
     r'''
@@ -151,13 +155,6 @@ def _torch_reference(tmp_path, config, weights, inputs):
     return dict(np.load(tmp_path / "out.npz"))
 
 
-@pytest.fixture(autouse=True)
-def _fp32_policy():
-    modeling.set_precision("fp32")
-    yield
-    modeling.set_precision("fp32")
-
-
 @pytest.fixture
 def config():
     return modeling.BertConfig.from_dict(make_config_dict(max_position_embeddings=64))
@@ -270,21 +267,10 @@ def _synthetic_pretraining_batch(config, batch=8, seq=16, positions=3, seed=0):
     }
 
 
-def make_train_step(model, optimizer):
-    """A tf.function training step as the training scripts write it (features → loss)."""
-
-    @tf.function(jit_compile=False)
-    def step(features):
-        with tf.GradientTape() as tape:
-            outputs = model(features, training=True)
-            loss = modeling.pretraining_loss(outputs, features["masked_lm_ids"],
-                                             features["masked_lm_weights"],
-                                             features["next_sentence_labels"])
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    return step
+def pretraining_loss(outputs, features):
+    return modeling.pretraining_loss(outputs, features["masked_lm_ids"],
+                                     features["masked_lm_weights"],
+                                     features["next_sentence_labels"])
 
 
 _STEPS: dict = {}
@@ -295,7 +281,7 @@ def train_steps(model, optimizer, batch, steps):
     key = (id(model), id(optimizer))
     if key not in _STEPS:
         _STEPS.clear()
-        _STEPS[key] = make_train_step(model, optimizer)
+        _STEPS[key] = loop.make_train_step(model, pretraining_loss, optimizer)
     features = {k: tf.constant(v) for k, v in batch.items()}
     return [float(_STEPS[key](features)) for _ in range(steps)]
 

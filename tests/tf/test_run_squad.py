@@ -192,13 +192,13 @@ def test_fractional_epoch_bf16_runs_one_step_without_answers(tmp_path, bert_dir,
 
 def test_thread_counts_come_from_the_launcher_environment(monkeypatch):
     monkeypatch.setenv("NUM_INTRA_THREADS", "3")
-    assert loop._thread_setting(None, "NUM_INTRA_THREADS") == 3
-    assert loop._thread_setting(5, "NUM_INTRA_THREADS") == 5  # the flag wins
+    assert loop.thread_setting(None, "NUM_INTRA_THREADS") == 3
+    assert loop.thread_setting(5, "NUM_INTRA_THREADS") == 5  # the flag wins
     monkeypatch.setenv("NUM_INTRA_THREADS", "many")
     with pytest.raises(loop.FlagError, match="NUM_INTRA_THREADS='many'"):
-        loop._thread_setting(None, "NUM_INTRA_THREADS")
+        loop.thread_setting(None, "NUM_INTRA_THREADS")
     monkeypatch.delenv("NUM_INTRA_THREADS")
-    assert loop._thread_setting(None, "NUM_INTRA_THREADS") is None
+    assert loop.thread_setting(None, "NUM_INTRA_THREADS") is None
 
 
 def test_train_steps_are_at_least_one():

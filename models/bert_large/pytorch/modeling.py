@@ -11,73 +11,24 @@ faster than the HF model:
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.bert_large.config import BertConfig
+
 __all__ = ["BertConfig", "BertForPreTraining", "no_decay_param_names"]
 
 
-@dataclasses.dataclass(frozen=True)
-class BertConfig:
-    """The fields of google-research / MLCommons ``bert_config.json`` (HF-compatible)."""
-
-    vocab_size: int
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-
-    def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} is not a multiple of "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(
-                f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}"
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BertConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> "BertConfig":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read BERT config {path}: {e}") from None
-        if "vocab_size" not in data:
-            raise ValueError(f"{path} has no 'vocab_size'; is it a bert_config.json?")
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict:
-        """HF-loadable config dict (``model_type`` and ``architectures`` added)."""
-        d = dataclasses.asdict(self)
-        d.update(model_type="bert", architectures=["BertForPreTraining"])
-        return d
-
-
-_ACTIVATIONS = {
+_ACTIVATIONS = {  # keys: config.HIDDEN_ACTS
     "gelu": F.gelu,
-    "relu": F.relu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "linear": lambda x: x,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
 }
 
 
@@ -149,7 +100,7 @@ class BertIntermediate(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
-        self.act = _ACTIVATIONS[c.hidden_act]
+        self.act = _ACTIVATIONS[c.hidden_act.lower()]
 
     def forward(self, x):
         return self.act(self.dense(x))
@@ -206,7 +157,7 @@ class BertPredictionHeadTransform(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.hidden_size)
-        self.act = _ACTIVATIONS[c.hidden_act]
+        self.act = _ACTIVATIONS[c.hidden_act.lower()]
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
     def forward(self, x):

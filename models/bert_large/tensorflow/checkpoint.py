@@ -265,7 +265,9 @@ def _ensure_optimizer_built(optimizer, model) -> None:
         optimizer.build(model.trainable_variables)
 
 
-def _save_bundle(prefix: str, tensors: dict[str, Any]) -> None:
+def save_bundle(prefix: str, tensors: dict[str, Any]) -> None:
+    """Write ``tensors`` (name -> array) as a TF checkpoint bundle (``prefix.index`` +
+    ``prefix.data-*``), the format of google's TF1 ``tf.train.Saver``; not atomic."""
     names = sorted(tensors)
     tf.raw_ops.SaveV2(
         prefix=prefix,
@@ -340,7 +342,7 @@ def save_training_checkpoint(output_dir, step: int, model, optimizer=None, extra
     final = os.path.join(output_dir, name)
     tmp = os.path.join(output_dir, f".tmp-{name}-{os.getpid()}")
     try:
-        _save_bundle(tmp, tensors)
+        save_bundle(tmp, tensors)
         tmp_files = _bundle_files(tmp)
         # Data shards first, the .index last: a prefix is only complete with its index.
         for f in sorted(tmp_files, key=lambda p: p.endswith(".index")):

@@ -276,14 +276,16 @@ def rank_output_dir(output_dir: str, rank: int) -> str:
     return output_dir if rank == 0 else os.path.join(output_dir, f"rank_{rank}")
 
 
-def _setup_logging(env: dist_env.DistEnv) -> None:
+def setup_logging(env: dist_env.DistEnv) -> None:
+    """INFO logs to stdout, prefixed with the rank when there are several."""
     prefix = f"[rank {env.rank}/{env.world_size}] " if env.world_size > 1 else ""
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
                         format=f"%(asctime)s {prefix}%(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
 
 
-def _thread_setting(flag_value: int | None, env_name: str) -> int | None:
+def thread_setting(flag_value: int | None, env_name: str) -> int | None:
+    """A thread count: the flag when given, else the launcher's ``env_name``, else None."""
     if flag_value is not None:
         return flag_value
     raw = os.environ.get(env_name, "").strip()
@@ -300,7 +302,7 @@ def setup_runtime(flags: argparse.Namespace) -> Runtime:
     """Logging, TF threads, precision, ranks and this rank's output folder. Call before any
     TensorFlow op runs (thread pools are fixed at first use)."""
     env = dist_env.from_environ()
-    _setup_logging(env)
+    setup_logging(env)
     warn_about_ignored(flags)
 
     import tensorflow as tf  # noqa: PLC0415
@@ -308,8 +310,8 @@ def setup_runtime(flags: argparse.Namespace) -> Runtime:
 
     from models.bert_large.tensorflow import distributed, precision  # noqa: PLC0415
 
-    intra = _thread_setting(flags.num_intra_threads, "NUM_INTRA_THREADS")
-    inter = _thread_setting(flags.num_inter_threads, "NUM_INTER_THREADS")
+    intra = thread_setting(flags.num_intra_threads, "NUM_INTRA_THREADS")
+    inter = thread_setting(flags.num_inter_threads, "NUM_INTER_THREADS")
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
@@ -410,27 +412,34 @@ class TrainStats:
     seconds: float
 
 
-def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, batch_size: int,
-          rt: Runtime, log_steps: int) -> TrainStats:
-    """Run ``steps`` optimizer steps. ``loss_fn(outputs, batch)`` returns a scalar loss.
-    In sync mode the gradients are averaged across ranks before clipping and the update."""
+def make_train_step(model, loss_fn: Callable, optimizer, comm=None) -> Callable:
+    """A compiled training step ``step(batch) -> float32 loss``: forward, ``loss_fn(outputs,
+    batch)``, gradients and the optimizer update. With ``comm`` (sync mode) the gradients and
+    the loss are averaged across ranks before the update."""
     import tensorflow as tf  # noqa: PLC0415
 
-    variables = model.trainable_variables
-    comm, sync = rt.comm, rt.sync
-
     @tf.function(reduce_retracing=True)
-    def step_fn(batch):
+    def step(batch):
         with tf.GradientTape() as tape:
             outputs = model(batch, training=True)
             loss = tf.cast(loss_fn(outputs, batch), tf.float32)
+        variables = model.trainable_variables  # read after the call, which builds the model
         grads = tape.gradient(loss, variables)
-        if sync:
+        if comm is not None:
             # The loss rides along in the same allreduce, so logs show the global mean.
             *grads, loss = comm.allreduce_mean([*grads, loss])
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
+    return step
+
+
+def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, batch_size: int,
+          rt: Runtime, log_steps: int) -> TrainStats:
+    """Run ``steps`` optimizer steps. ``loss_fn(outputs, batch)`` returns a scalar loss.
+    In sync mode the gradients are averaged across ranks before clipping and the update."""
+    sync = rt.sync
+    step_fn = make_train_step(model, loss_fn, optimizer, rt.comm if sync else None)
     world = rt.env.world_size if sync else 1
     loss_log: list[dict] = []
     window_losses: list[float] = []
@@ -481,6 +490,32 @@ def make_optimizer(flags: argparse.Namespace, rt: Runtime, total_steps: int):
              total_steps, warmup, lr)
     return optimization.create_optimizer(flags.optimizer, lr, total_steps, warmup,
                                          weight_decay_rate=flags.weight_decay_rate), lr
+
+
+def fine_tune(model, arrays: Mapping[str, np.ndarray], loss_fn: Callable,
+              flags: argparse.Namespace, rt: Runtime, task: str) -> dict:
+    """Train ``model`` on ``arrays`` (one row per training example or feature) for
+    ``--num_train_epochs``, check the ranks agree (sync mode) and save the final checkpoint
+    (rank 0, or every rank with ``--checkpoint_all_ranks``). Returns the summary entries."""
+    num_rows = len(next(iter(arrays.values())))
+    shards = rt.env.world_size if rt.sync else 1
+    steps = num_train_steps(num_rows, flags.train_batch_size, flags.num_train_epochs, shards)
+    optimizer, peak_lr = make_optimizer(flags, rt, steps)
+    batches = iter(train_dataset(arrays, flags.train_batch_size, flags.seed + rt.env.rank,
+                                 rt.data_shard))
+    stats = train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size, rt,
+                  flags.log_steps)
+    summary = {"num_train_steps": steps, "learning_rate": peak_lr,
+               "examples_per_sec": stats.examples_per_sec,
+               "global_examples_per_sec": stats.global_examples_per_sec,
+               "final_loss": stats.final_loss, "train_seconds": stats.seconds,
+               "loss_log": stats.loss_log}
+    if rt.sync:
+        summary.update(check_weights_in_sync(rt, model))
+    if rt.writes_outputs or flags.checkpoint_all_ranks:
+        summary["checkpoint"] = save_final_checkpoint(
+            model, rt.output_dir, steps, extra={"task": task, "rank": rt.env.rank})
+    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,3 +591,11 @@ def finish(rt: Runtime, summary: dict, metric_name: str | None, metric: float | 
     if rt.writes_outputs:
         write_json(os.path.join(rt.output_dir, "train_summary.json"), summary)
     return summary
+
+
+def finish_with_metric(rt: Runtime, summary: dict, metric_name: str, metric: float | None) -> dict:
+    """``finish`` ranking the ranks by ``metric`` (higher is better); when there is none (no
+    evaluation) but the run trained, by the final training loss (lower is better)."""
+    if metric is None and "final_loss" in summary:
+        return finish(rt, summary, "final_loss", summary["final_loss"], higher_is_better=False)
+    return finish(rt, summary, metric_name, metric)

@@ -17,14 +17,13 @@ matmul instead of three); ``checkpoint.py`` maps them to/from google's separate
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from typing import Any, Mapping
 
 import keras
 import tensorflow as tf
 
+from models.bert_large.config import BertConfig  # also re-exported: modeling.BertConfig
 from models.bert_large.tensorflow.precision import (  # noqa: F401  (re-exported)
     current_precision,
     policy_name,
@@ -32,59 +31,6 @@ from models.bert_large.tensorflow.precision import (  # noqa: F401  (re-exported
 )
 
 INPUT_KEYS = ("input_ids", "input_mask", "segment_ids")
-
-
-@dataclasses.dataclass
-class BertConfig:
-    """The fields of google-research ``bert_config.json``."""
-
-    vocab_size: int
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 16
-    initializer_range: float = 0.02
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of "
-                f"num_attention_heads ({self.num_attention_heads})"
-            )
-        get_activation(self.hidden_act)  # fail early on an unknown activation
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BertConfig":
-        """Build from a dict; unknown keys (e.g. HF extras) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def from_json_file(cls, path) -> "BertConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"BERT config {path} not found: pass the bert_config.json shipped with the "
-                "checkpoint (--bert_config_file)"
-            ) from None
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
 
 def gelu(x):
@@ -97,13 +43,15 @@ def gelu_tanh(x):
     return keras.activations.gelu(x, approximate=True)
 
 
-_ACTIVATIONS = {
+_ACTIVATIONS = {  # keys: config.HIDDEN_ACTS
     "gelu": gelu,
     "gelu_new": gelu_tanh,
-    "relu": tf.nn.relu,
-    "tanh": tf.tanh,
-    "swish": tf.nn.silu,
+    "gelu_pytorch_tanh": gelu_tanh,
     "linear": lambda x: x,
+    "relu": tf.nn.relu,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
 }
 
 
@@ -121,9 +69,9 @@ def _init(config: BertConfig):
     return keras.initializers.TruncatedNormal(stddev=config.initializer_range)
 
 
-def _layer_norm(name: str) -> keras.layers.LayerNormalization:
-    # Always float32 (inputs are cast up), epsilon as google's.
-    return keras.layers.LayerNormalization(epsilon=1e-12, dtype="float32", name=name)
+def _layer_norm(name: str, epsilon: float) -> keras.layers.LayerNormalization:
+    # Always float32 (inputs are cast up); epsilon from the config (google's 1e-12 by default).
+    return keras.layers.LayerNormalization(epsilon=epsilon, dtype="float32", name=name)
 
 
 def _dense(config: BertConfig, units: int, name: str, policy, activation=None):
@@ -144,7 +92,7 @@ class BertEmbeddings(keras.layers.Layer):
     def __init__(self, config: BertConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.layer_norm = _layer_norm("LayerNorm")
+        self.layer_norm = _layer_norm("LayerNorm", config.layer_norm_eps)
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype="float32")
 
     def build(self, input_shape=None):
@@ -195,7 +143,7 @@ class BertSelfAttention(keras.layers.Layer):
         self.output_dropout = keras.layers.Dropout(
             config.hidden_dropout_prob, dtype=self.dtype_policy
         )
-        self.layer_norm = _layer_norm("LayerNorm")
+        self.layer_norm = _layer_norm("LayerNorm", config.layer_norm_eps)
 
     def build(self, input_shape=None):
         h = self.config.hidden_size
@@ -240,7 +188,7 @@ class BertLayer(keras.layers.Layer):
         self.output_dropout = keras.layers.Dropout(
             config.hidden_dropout_prob, dtype=self.dtype_policy
         )
-        self.layer_norm = _layer_norm("LayerNorm")
+        self.layer_norm = _layer_norm("LayerNorm", config.layer_norm_eps)
 
     def build(self, input_shape=None):
         c = self.config
@@ -346,7 +294,7 @@ class BertPretrainingHeads(keras.layers.Layer):
             config, config.hidden_size, "transform", self.dtype_policy,
             activation=get_activation(config.hidden_act),
         )
-        self.transform_layer_norm = _layer_norm("transform_LayerNorm")
+        self.transform_layer_norm = _layer_norm("transform_LayerNorm", config.layer_norm_eps)
 
     def build(self, input_shape=None):
         c = self.config

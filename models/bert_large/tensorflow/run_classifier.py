@@ -97,45 +97,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "train_batch_size": flags.train_batch_size}
     global_step = 0
 
+    def to_arrays(examples):
+        return classifier_data.convert_examples_to_arrays(examples, labels,
+                                                          flags.max_seq_length, tokenizer)
+
+    def predict_logits(arrays):
+        features = {k: v for k, v in arrays.items() if k != "label_ids"}
+        return loop.predict(model, features, flags.eval_batch_size, ("logits",))["logits"]
+
     if flags.do_train:
         examples = processor.train_examples(flags.data_dir)
         if not examples:
             raise FlagError(f"--data_dir={flags.data_dir}: train.tsv has no examples")
-        arrays = classifier_data.convert_examples_to_arrays(examples, labels,
-                                                            flags.max_seq_length, tokenizer)
-        shards = rt.env.world_size if rt.sync else 1
-        steps = loop.num_train_steps(len(examples), flags.train_batch_size,
-                                     flags.num_train_epochs, shards)
-        optimizer, peak_lr = loop.make_optimizer(flags, rt, steps)
-        batches = iter(loop.train_dataset(arrays, flags.train_batch_size,
-                                          flags.seed + rt.env.rank, rt.data_shard))
+        arrays = to_arrays(examples)
 
         def loss_fn(outputs, batch):
             return modeling.classification_loss(outputs, batch["label_ids"])
 
-        stats = loop.train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size,
-                           rt, flags.log_steps)
-        global_step = steps
-        summary.update(train_examples=len(examples), num_train_steps=steps,
-                       learning_rate=peak_lr, examples_per_sec=stats.examples_per_sec,
-                       global_examples_per_sec=stats.global_examples_per_sec,
-                       final_loss=stats.final_loss, train_seconds=stats.seconds,
-                       loss_log=stats.loss_log)
-        if rt.sync:
-            summary.update(loop.check_weights_in_sync(rt, model))
-        if rt.writes_outputs or flags.checkpoint_all_ranks:
-            summary["checkpoint"] = loop.save_final_checkpoint(
-                model, rt.output_dir, steps,
-                extra={"task": processor.name, "rank": rt.env.rank})
+        summary["train_examples"] = len(examples)
+        summary.update(loop.fine_tune(model, arrays, loss_fn, flags, rt, task=processor.name))
+        global_step = summary["num_train_steps"]
 
     metric = None
     if flags.do_eval and rt.writes_outputs:
-        examples = processor.dev_examples(flags.data_dir)
-        arrays = classifier_data.convert_examples_to_arrays(examples, labels,
-                                                            flags.max_seq_length, tokenizer)
-        logits = loop.predict(model, {k: v for k, v in arrays.items() if k != "label_ids"},
-                              flags.eval_batch_size, ("logits",))["logits"]
-        result = evaluate_logits(logits, arrays["label_ids"])
+        arrays = to_arrays(processor.dev_examples(flags.data_dir))
+        result = evaluate_logits(predict_logits(arrays), arrays["label_ids"])
         result["global_step"] = global_step
         if "final_loss" in summary:
             result["loss"] = summary["final_loss"]
@@ -149,11 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metric = result["eval_accuracy"]
 
     if flags.do_predict and rt.writes_outputs:
-        examples = processor.test_examples(flags.data_dir)
-        arrays = classifier_data.convert_examples_to_arrays(examples, labels,
-                                                            flags.max_seq_length, tokenizer)
-        logits = loop.predict(model, {k: v for k, v in arrays.items() if k != "label_ids"},
-                              flags.eval_batch_size, ("logits",))["logits"]
+        logits = predict_logits(to_arrays(processor.test_examples(flags.data_dir)))
         probs = _softmax_np(logits.astype(np.float64))
         path = os.path.join(rt.output_dir, "test_results.tsv")
         with open(path, "w", encoding="utf-8") as f:
@@ -161,10 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f.write("\t".join(f"{p:.6f}" for p in row) + "\n")
         log.info("wrote %s", path)
 
-    if metric is None and "final_loss" in summary:
-        loop.finish(rt, summary, "final_loss", summary["final_loss"], higher_is_better=False)
-    else:
-        loop.finish(rt, summary, "eval_accuracy", metric)
+    loop.finish_with_metric(rt, summary, "eval_accuracy", metric)
     return 0
 
 

@@ -127,29 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FlagError(f"--train_file={flags.train_file} holds no usable questions")
         features = _features(flags, tokenizer, examples, is_training=True)
         arrays = squad_data.features_to_arrays(features, is_training=True)
-        shards = rt.env.world_size if rt.sync else 1
-        steps = loop.num_train_steps(len(features), flags.train_batch_size,
-                                     flags.num_train_epochs, shards)
-        optimizer, peak_lr = loop.make_optimizer(flags, rt, steps)
-        batches = iter(loop.train_dataset(arrays, flags.train_batch_size, flags.seed + rt.env.rank,
-                                          rt.data_shard))
 
         def loss_fn(outputs, batch):
             return modeling.squad_loss(outputs, batch["start_positions"], batch["end_positions"])
 
-        stats = loop.train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size,
-                           rt, flags.log_steps)
-        summary.update(train_examples=len(examples), train_features=len(features),
-                       num_train_steps=steps, learning_rate=peak_lr,
-                       examples_per_sec=stats.examples_per_sec,
-                       global_examples_per_sec=stats.global_examples_per_sec,
-                       final_loss=stats.final_loss, train_seconds=stats.seconds,
-                       loss_log=stats.loss_log)
-        if rt.sync:
-            summary.update(loop.check_weights_in_sync(rt, model))
-        if rt.writes_outputs or flags.checkpoint_all_ranks:
-            summary["checkpoint"] = loop.save_final_checkpoint(
-                model, rt.output_dir, steps, extra={"task": "squad", "rank": rt.env.rank})
+        summary.update(train_examples=len(examples), train_features=len(features))
+        summary.update(loop.fine_tune(model, arrays, loss_fn, flags, rt, task="squad"))
 
     metric = None
     if flags.do_predict and rt.writes_outputs:
@@ -190,10 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif flags.do_eval:
             log.info("%s has no answers: predictions written, not scored", flags.predict_file)
 
-    if metric is None and "final_loss" in summary:
-        loop.finish(rt, summary, "final_loss", summary["final_loss"], higher_is_better=False)
-    else:
-        loop.finish(rt, summary, "f1", metric)
+    loop.finish_with_metric(rt, summary, "f1", metric)
     return 0
 
 

@@ -11,7 +11,7 @@
 # Shared logic: bert_large_pt_common.sh.
 set -euo pipefail
 
-# shellcheck source=bert_large_pt_common.sh disable=SC1091  # followed with shellcheck -x
+# shellcheck source=bert_large_pt_common.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/bert_large_pt_common.sh"
 
 # --- validate everything before any work ---------------------------------------------------
