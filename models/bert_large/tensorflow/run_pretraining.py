@@ -46,6 +46,8 @@ from models.bert_large.tensorflow.finetune_loop import (
     add_bool,
     parse_flags,
     precision_flag,
+    setup_logging,
+    thread_setting,
     warn_about_ignored,
 )
 from models.common import dist_env
@@ -120,19 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _thread_count(value: int | None, env_name: str) -> int | None:
-    if value is not None:
-        return value
-    raw = os.environ.get(env_name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise FlagError(f"{env_name}={raw!r} is not an integer; unset it or set a thread "
-                        "count") from None
-
-
 def _bf16_from_env() -> bool:
     value = os.environ.get("TF_BF16_CONVERSION", "").strip().lower()
     return value not in ("", "0", "false", "no", "off")
@@ -190,13 +179,6 @@ def validate_flags_or_throw(flags: argparse.Namespace):
 # Run
 
 
-def _setup_logging(env: dist_env.DistEnv) -> None:
-    prefix = f"[rank {env.rank}/{env.world_size}] " if env.world_size > 1 else ""
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
-                        format=f"%(asctime)s {prefix}%(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
-
-
 def _data_positions_for_rank(extra: dict, env, flags, num_files: int) -> "object":
     """This rank's saved input position, if the checkpoint was written by the same layout."""
     from models.bert_large.tensorflow.pretraining_data import DataPosition  # noqa: PLC0415
@@ -233,8 +215,8 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
     from models.bert_large.tensorflow import pretraining_data as pdata  # noqa: PLC0415
     from models.bert_large.tensorflow import pretraining_loop as loop  # noqa: PLC0415
 
-    intra = _thread_count(flags.num_intra_threads, "NUM_INTRA_THREADS")
-    inter = _thread_count(flags.num_inter_threads, "NUM_INTER_THREADS")
+    intra = thread_setting(flags.num_intra_threads, "NUM_INTRA_THREADS")
+    inter = thread_setting(flags.num_inter_threads, "NUM_INTER_THREADS")
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
@@ -454,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     flags = parse_flags(build_parser(), argv)
     env = dist_env.from_environ()
-    _setup_logging(env)
+    setup_logging(env)
     warn_about_ignored(flags)
     try:
         config = validate_flags_or_throw(flags)
