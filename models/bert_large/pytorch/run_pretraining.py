@@ -403,5 +403,17 @@ def main(argv=None) -> int:
     return 0 if len(set(digests)) == 1 else 1
 
 
+def _exit_after_distributed_run(code: int) -> None:
+    """Leave without interpreter teardown after a multi-process run: gloo's worker threads can
+    still own tensors then, and freeing them during finalisation aborts the process (SIGABRT,
+    "terminate called without an active exception") after a run that succeeded."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if dist_env.from_environ().world_size > 1:
+        _exit_after_distributed_run(exit_code)
+    sys.exit(exit_code)
