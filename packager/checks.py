@@ -37,7 +37,8 @@ def check_spec(spec: Spec, root: Path) -> list[Problem]:
             if not part_file(root, "dockerfile", part).is_file()
         ]
         problems += missing
-        order = check_order(spec)
+        # a misspelt part is one problem ("does not exist; did you mean"), not also an order one
+        order = [p for p in check_order(spec) if p.key not in {m.key for m in missing}]
         problems += order
         if not missing and not order:
             try:

@@ -6,7 +6,10 @@ message without a traceback (with one under ``--debug``) and exits with the erro
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,6 +22,7 @@ from packager.commands import build, common, docs_cmd, dockerfile_cmd, list_cmd,
 from packager.errors import ModelpkgError
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in modelpkg
+SIGPIPE_EXIT = 141  # what a shell reports for a process ended by SIGPIPE
 # typer >= 0.20 vendors click: take its exception classes from typer, not from `click`
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _PASS_THROUGH = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
@@ -35,6 +39,13 @@ class ModelpkgGroup(TyperGroup):
         except ModelpkgError as exc:
             self._report(ctx, exc)
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            # `modelpkg show NAME | head`: the reader is gone; stop quietly like other CLI tools
+            # (stdout goes to /dev/null so the interpreter's final flush does not complain)
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(SIGPIPE_EXIT) from None
         except OSError as exc:
             self._report(ctx, exc, f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
             raise typer.Exit(1) from None

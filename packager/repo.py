@@ -19,10 +19,9 @@ def spec_path(root: Path, name: str) -> Path:
     path = root / "specs" / f"{name}.yaml"
     if not path.is_file():
         names = spec_names(root)
-        message = f"no package named {name!r} (no specs/{name}.yaml in {root})."
+        message = f"no package named {name!r} (no specs/{name}.yaml in {root})"
         close = difflib.get_close_matches(name, names, n=1)
-        if close:
-            message += f"; did you mean {close[0]!r}?"
+        message += f"; did you mean {close[0]!r}?" if close else "."
         message += f" Known: {', '.join(names) or 'none'} (modelpkg list)"
         raise UsageError(message)
     return path

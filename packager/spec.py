@@ -367,6 +367,51 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return _format_loc(loc), message
 
 
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """One line: ``line L, column C: what is wrong`` (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    what = f"{problem} ({context})" if context and context != problem else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+
+
+def _problems(label: str, errors: list[dict[str, Any]]) -> list[Problem]:
+    """One ``Problem`` per mistake, although pydantic may report one mistake twice:
+
+    - a misspelt key is both "unknown key 'tga'" and "tag is required": keep the first, which
+      already says "did you mean 'tag'?";
+    - a bad scalar for a field that also takes a list (``precision``) fails both union members:
+      keep the "not allowed; use one of ..." error, drop "must be a list" (and for a list, the
+      reverse: keep the per-item error).
+    """
+    described = [(error, *_describe(error)) for error in errors]
+    typo_for: set[str] = set()  # key paths of required keys that a misspelt key stands for
+    literal_at: set[str] = set()
+    for error, key, message in described:
+        if error["type"] == "extra_forbidden" and "did you mean '" in message:
+            suggestion = message.split("did you mean '", 1)[1].split("'", 1)[0]
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            typo_for.add(f"{parent}.{suggestion}" if parent else suggestion)
+        if error["type"] == "literal_error" and not isinstance(error.get("input"), (list, dict)):
+            literal_at.add(key)
+    problems: list[Problem] = []
+    for error, key, message in described:
+        kind = error["type"]
+        if kind == "literal_error" and isinstance(error.get("input"), (list, dict)):
+            continue  # the per-item error of the list form says which item is wrong
+        if kind == "missing" and key in typo_for:
+            continue
+        if kind in ("tuple_type", "list_type") and key in literal_at:
+            continue
+        problem = Problem(label, key, message)
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+
+
 def parse_spec(path: Path, root: Path | None = None) -> Spec:
     """Read and validate one spec file (schema only); raise ``SpecError`` with every problem."""
     label = path.as_posix()
@@ -382,21 +427,13 @@ def parse_spec(path: Path, root: Path | None = None) -> Spec:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise SpecError([Problem(label, "", f"not valid YAML: {exc}")]) from exc
+        raise SpecError([Problem(label, "", f"not valid YAML: {_yaml_message(exc)}")]) from exc
     if not isinstance(data, dict):
         raise SpecError([Problem(label, "", "the spec must be a YAML mapping with keys name, title, framework, ...")])
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            if error["type"] == "literal_error" and isinstance(error.get("input"), (list, dict)):
-                continue  # the per-item error of the list form says which item is wrong
-            key, message = _describe(error)
-            problem = Problem(label, key, message)
-            if problem not in problems:
-                problems.append(problem)
-        raise SpecError(problems) from None
+        raise SpecError(_problems(label, exc.errors())) from None
     if spec.name != path.stem:
         raise SpecError(
             [Problem(label, "name", f"{spec.name!r} must equal the file name; rename the file to specs/{spec.name}.yaml or set name: {path.stem}")]

@@ -85,7 +85,7 @@ class Tools:
                 dirs.append(os.path.join(prefix, "lib"))
         dirs += ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
                  "/usr/lib", "/lib/x86_64-linux-gnu"]
-        return cls(numactl=shutil.which("numactl"), mpirun=shutil.which("mpirun"),
+        return cls(numactl=shutil.which("numactl"), mpirun=_mpirun_path(environ),
                    is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
                    malloc_dirs=tuple(dict.fromkeys(dirs)))
 
@@ -98,6 +98,21 @@ class Tools:
                     if os.path.isfile(path):
                         return path
         return None
+
+
+def _mpirun_path(environ: Mapping[str, str]) -> Optional[str]:
+    """``mpirun`` on PATH. Open MPI takes the folder above an absolute ``.../bin/mpirun`` as its
+    install prefix, and refuses "/" ("A prefix was supplied to mpirun that only contained
+    slashes"): with a merged /usr and /bin before /usr/bin on PATH, use /usr/bin/mpirun."""
+    found = shutil.which("mpirun", path=environ.get("PATH"))
+    if found and os.path.dirname(found) in ("/bin", "/sbin"):
+        usr = "/usr" + found
+        try:
+            if os.path.samefile(usr, found):
+                return usr
+        except OSError:
+            pass
+    return found
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -523,6 +538,20 @@ def load_platform(opts: argparse.Namespace) -> Platform:
     return platform_info.detect()
 
 
+def _check_recorded_platform_is_here(opts: argparse.Namespace, platform: Platform) -> None:
+    """A recorded machine binds to its own CPU numbers: running (not --dry-run) needs them here."""
+    if not hasattr(os, "sched_getaffinity"):
+        return
+    here = set(os.sched_getaffinity(0))
+    wanted = set(platform.usable) if opts.cpuset is None else set(platform.usable) & set(opts.cpuset)
+    missing = wanted - here
+    if missing:
+        raise LaunchError(f"--lscpu-file {opts.lscpu_file} describes CPUs "
+                          f"{format_cpu_list(missing)} that this process cannot use (it may use "
+                          f"{format_cpu_list(here)}): add --dry-run to only print the command for "
+                          "that machine, or drop --lscpu-file to detect this one")
+
+
 def _is_open_mpi(mpirun: str) -> bool:
     try:
         done = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30,
@@ -542,6 +571,8 @@ def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, st
         if opts.show_platform:
             print(json.dumps(platform.to_dict(), indent=2))
             return 0
+        if opts.lscpu_file and not opts.dry_run:
+            _check_recorded_platform_is_here(opts, platform)
         tools_used = tools or Tools.detect(environ)
         plan = build_plan(opts, environ, platform, tools_used)
     except LaunchError as exc:

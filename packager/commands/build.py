@@ -16,8 +16,9 @@ from packager.archive import (
     sha256_file,
     wrapper_package_path,
 )
-from packager.commands.common import console, echo, select_names, state
+from packager.commands.common import console, echo, err_console, select_names, state
 from packager.commands.show import describe
+from packager.errors import BuildError
 from packager.repo import load_specs
 
 
@@ -46,19 +47,38 @@ def build_command(
                              f"{spec.name}.Dockerfile"):
                     echo(f"    {spec.name}/{path}")
             continue
-        files = plan_model_package(spec, root, manifest=False)
-        total = sum(len(f.data) if f.data is not None else f.source.stat().st_size for f in files)
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
-        ) as progress:
-            task = progress.add_task(f"packing {spec.name}", total=total)
-            model = build_model_package(spec, output_dir, root,
-                                        progress=lambda _path, size: progress.advance(task, size))
-            outputs = [model]
-            if spec.wrapper.enabled:
-                wrapper_task = progress.add_task(f"wrapping {spec.name}", total=None)
-                outputs.append(build_wrapper_package(spec, output_dir, model, root))
-                progress.update(wrapper_task, completed=1, total=1)
+        try:
+            outputs = _build_one(spec, root, output_dir)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            raise BuildError(
+                f"cannot write the package for {spec.name} into {output_dir}: {exc.strerror or exc}{where}; "
+                "choose a writable --output-dir"
+            ) from exc
+        except KeyboardInterrupt:
+            err_console.print(
+                f"interrupted: no partial archive was left in {output_dir} "
+                "(archives are renamed into place only when complete)", markup=False,
+            )
+            raise typer.Exit(130) from None
         for path in outputs:
             echo(f"wrote {path}  ({path.stat().st_size} bytes, sha256 {sha256_file(path)})")
+
+
+def _build_one(spec, root: Path, output_dir: Path) -> list[Path]:
+    """Write the model package (and wrapper package) of ``spec``, with a progress bar."""
+    files = plan_model_package(spec, root, manifest=False)
+    total = sum(len(f.data) if f.data is not None else f.source.stat().st_size for f in files)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        task = progress.add_task(f"packing {spec.name}", total=total)
+        model = build_model_package(spec, output_dir, root,
+                                    progress=lambda _path, size: progress.advance(task, size))
+        outputs = [model]
+        if spec.wrapper.enabled:
+            wrapper_task = progress.add_task(f"wrapping {spec.name}", total=None)
+            outputs.append(build_wrapper_package(spec, output_dir, model, root))
+            progress.update(wrapper_task, completed=1, total=1)
+    return outputs

@@ -8,16 +8,24 @@ from typing import Annotated
 import typer
 
 from packager.commands.common import echo, state
-from packager.repo import load_specs
+from packager.errors import SpecError
+from packager.repo import load_spec, spec_names
 
 
 def list_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of objects (name, title, framework, precision, mode, hardware, image, wrapper).")] = False,
 ) -> None:
-    """List the packages (one per specs/<name>.yaml)."""
+    """List the packages (one per specs/<name>.yaml). A spec that does not parse is reported
+    after the list (exit 2); the others are still listed."""
     root = state(ctx).root
-    specs = load_specs(None, root, check=False)
+    specs: list = []
+    problems: list = []
+    for name in spec_names(root):
+        try:
+            specs.append(load_spec(name, root, check=False))
+        except SpecError as exc:
+            problems += exc.problems
     rows = [
         {
             "name": s.name,
@@ -33,10 +41,15 @@ def list_command(
     ]
     if as_json:
         echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
+    elif not rows and not problems:
         echo(f"no specs in {root / 'specs'}")
-        return
+    elif rows:
+        _table(rows)
+    if problems:
+        raise SpecError(problems)
+
+
+def _table(rows: list[dict]) -> None:
     headers = ["name", "framework", "precision", "mode", "hardware", "image"]
     table = [[str(r[h] if not isinstance(r[h], list) else ",".join(r[h])) if r[h] is not None else "-" for h in headers] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packager.image.base import Builder, BuildRequest, BuildResult, ImageError, LogFn, Secret
+from packager.errors import ModelpkgError
+from packager.image.base import Builder, BuildRequest, BuildResult, ImageBuildError, ImageError, LogFn, Secret
 from packager.image.buildah import BuildahBuilder
 from packager.image.context import build_args as merge_build_args
 from packager.image.context import run_request, write_context
@@ -75,10 +76,37 @@ def build_image(
         )
         return builder.build(request, log)
 
-    if options.keep_context is not None:
-        return _build(Path(options.keep_context).resolve())
-    with tempfile.TemporaryDirectory(prefix=f"modelpkg-image-{spec.name}-") as tmp:
-        return _build(Path(tmp) / "context")
+    try:
+        if options.keep_context is not None:
+            return _build(Path(options.keep_context).resolve())
+        with tempfile.TemporaryDirectory(prefix=f"modelpkg-image-{spec.name}-") as tmp:
+            return _build(Path(tmp) / "context")
+    except ImageBuildError as exc:
+        base = args.get("BASE_IMAGE", spec.image.base_image)
+        hint = _base_image_hint(spec, base, root) if exc.step and "FROM" in exc.step.upper() else None
+        if hint is None:
+            raise
+        raise ImageBuildError(exc.builder, exc.step, exc.tail, f"{exc.reason}; {hint}" if exc.reason else hint) from exc
+
+
+def _base_image_hint(spec: Spec, base: str, root: Path | None) -> str | None:
+    """When the base image is another spec's image (seed 001: the IPEX base), say to build it."""
+    from packager.repo import load_spec, spec_names
+
+    root = root or spec.root
+    if root is None:
+        return None
+    candidates = [spec.wrapper.base_image_spec] if spec.wrapper.base_image_spec else []
+    candidates += [n for n in spec_names(root) if n not in candidates and n != spec.name]
+    for name in candidates:
+        try:
+            other = load_spec(name, root, check=False)
+        except ModelpkgError:
+            continue
+        if other.image is not None and other.image.reference == base:
+            return (f"the base image {base} is built from specs/{name}.yaml: run "
+                    f"`modelpkg image build {name}` first (or pass --base-image IMAGE)")
+    return None
 
 
 def quickstart_env(spec: Spec, script: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -111,6 +139,6 @@ def run_quickstart(
     request = run_request(
         image_reference(spec, tag), Path(script).name, script_args,
         required_env=required, optional_env=optional, mount_vars=mount_vars,
-        extra_env=env, volumes=volumes, environ=environ, privileged=privileged,
+        extra_env=env, volumes=volumes, environ=environ, privileged=privileged, package=spec.name,
     )
     return builder.run(request, log)

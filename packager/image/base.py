@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,12 @@ class ImageError(ModelpkgError):
 
 class BuilderUnavailableError(ImageError):
     """The requested builder (or, for `auto`, any builder) cannot be used here."""
+
+
+class ImageUsageError(BuilderUnavailableError):
+    """A wrong option value (unknown builder, isolation): exit 2 like other usage errors."""
+
+    exit_code = 2
 
 
 class ImageBuildError(ImageError):
@@ -130,6 +137,10 @@ class RunRequest:
     mounts: tuple[Mount, ...] = ()
     workdir: str | None = None  # None: the image's WORKDIR
     privileged: bool = False
+    package: str | None = None  # the spec name, for "build it first" messages
+
+    def build_hint(self, builder: str) -> str:
+        return f"`modelpkg image build {self.package or 'NAME'} --builder {builder}`"
 
 
 @runtime_checkable
@@ -141,6 +152,23 @@ class Builder(Protocol):
     def run(self, request: RunRequest, log: LogFn) -> int:
         """Run the command; returns its exit status."""
         ...
+
+
+def printable_argv(argv: Iterable[str]) -> str:
+    """``argv`` as a shell command a user can copy (quoted), with the values of proxy variables
+    (``--build-arg``/``--env``/``-e`` NAME_proxy=...) hidden: they may hold credentials."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            key = arg.partition("=")[0]
+            if key.lower().endswith("_proxy") and "=" in arg:
+                arg = f"{key}=***"
+            hide_next = False
+        elif arg in ("--build-arg", "--env", "-e"):
+            hide_next = True
+        out.append(arg)
+    return shlex.join(out)
 
 
 # "STEP 3/12: RUN ..." (buildah) and "Step 3/12 : RUN ..." (docker classic builder);

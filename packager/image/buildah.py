@@ -18,9 +18,11 @@ from packager.image.base import (
     BuildResult,
     ImageBuildError,
     ImageRunError,
+    ImageUsageError,
     LogFn,
     OutputTracker,
     RunRequest,
+    printable_argv,
 )
 
 ISOLATIONS = ("chroot", "oci", "rootless")
@@ -42,7 +44,7 @@ class BuildahBuilder:
                 "or use --builder docker with a running Docker daemon"
             )
         if isolation not in ISOLATIONS:
-            raise BuilderUnavailableError(
+            raise ImageUsageError(
                 f"--isolation {isolation!r} is not one of {', '.join(ISOLATIONS)}"
             )
         self.executable = exe
@@ -111,7 +113,7 @@ class BuildahBuilder:
 
     def build(self, request: BuildRequest, log: LogFn) -> BuildResult:
         argv = self.build_argv(request)
-        log("$ " + " ".join(_redact_build_argv(argv)))
+        log("$ " + printable_argv(argv))
         tracker = OutputTracker(log)
         start = time.monotonic()
         with subprocess.Popen(
@@ -135,12 +137,12 @@ class BuildahBuilder:
         if not self.image_exists(request.image):
             raise ImageRunError(
                 f"image {request.image} is not in buildah storage; build it first with "
-                "`modelpkg image build NAME --builder buildah`"
+                f"{request.build_hint('buildah')}"
             )
         container = self._capture(["from", "--pull-never", "--quiet", request.image])
         try:
             argv = self.run_argv(container, request)
-            log("$ " + " ".join(argv))
+            log("$ " + printable_argv(argv))
             # stdout+stderr go through `log`, like the docker builder's log stream
             with subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -154,18 +156,3 @@ class BuildahBuilder:
             subprocess.run(
                 self._global_args() + ["rm", container], capture_output=True, check=False
             )
-
-
-def _redact_build_argv(argv: list[str]) -> list[str]:
-    """Hide build-arg values of proxy variables (they may hold credentials) in printed argv."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            key = arg.partition("=")[0]
-            arg = f"{key}=***" if key.lower().endswith("_proxy") else arg
-            hide_next = False
-        elif arg == "--build-arg":
-            hide_next = True
-        out.append(arg)
-    return out

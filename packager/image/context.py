@@ -69,7 +69,13 @@ def secrets(secret_args: Iterable[str], ca_bundle: Path | None) -> tuple[Secret,
     if ca_bundle is not None:
         if any(s.id == PIP_CERT_SECRET for s in out):
             raise ImageError(f"--ca-bundle and --secret id={PIP_CERT_SECRET},... both given; use one")
-        out.append(Secret.parse(f"id={PIP_CERT_SECRET},src={ca_bundle}"))
+        bundle = Path(ca_bundle).expanduser().resolve()
+        if not bundle.is_file():
+            raise ImageError(
+                f"--ca-bundle {ca_bundle} (or $MODELPKG_CA_BUNDLE): {bundle} is not a file; give a PEM "
+                "CA bundle such as /etc/ssl/certs/ca-certificates.crt"
+            )
+        out.append(Secret(id=PIP_CERT_SECRET, src=bundle))
     ids = [s.id for s in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -122,6 +128,7 @@ def run_request(
     volumes: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
     privileged: bool = False,
+    package: str | None = None,
 ) -> RunRequest:
     """What `docker run` / `buildah run` need for `/bin/bash quickstart/SCRIPT ARGS`.
 
@@ -170,4 +177,5 @@ def run_request(
 
     script_name = PurePosixPath(script).name
     command = ("/bin/bash", f"quickstart/{script_name}", *script_args)
-    return RunRequest(image=image, command=command, env=env, mounts=tuple(mounts), privileged=privileged)
+    return RunRequest(image=image, command=command, env=env, mounts=tuple(mounts), privileged=privileged,
+                      package=package)

@@ -27,6 +27,7 @@ from packager.image.base import (
     LogFn,
     OutputTracker,
     RunRequest,
+    printable_argv,
 )
 
 PING_TIMEOUT_S = 3
@@ -135,7 +136,7 @@ class DockerBuilder:
         ).returncode == 0
         argv = self.cli_build_argv(request, buildx)
         env = dict(os.environ, DOCKER_BUILDKIT="1")
-        log("$ " + " ".join(argv))
+        log("$ " + printable_argv(argv))
         tracker = OutputTracker(log)
         start = time.monotonic()
         with subprocess.Popen(
@@ -177,7 +178,7 @@ class DockerBuilder:
         except ImageNotFound:
             raise ImageRunError(
                 f"image {request.image} is not known to the Docker daemon; build it first with "
-                "`modelpkg image build NAME --builder docker`"
+                f"{request.build_hint('docker')}"
             ) from None
         kwargs = self.run_kwargs(request)
         log(f"docker run {request.image} {' '.join(request.command)}")

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from packager.image.base import Builder, BuilderUnavailableError
+from packager.image.base import Builder, BuilderUnavailableError, ImageUsageError
 from packager.image.buildah import BuildahBuilder
 from packager.image.docker import DockerBuilder, docker_client
 
@@ -27,7 +27,7 @@ def select_builder(
     `auto`: docker when a daemon answers a ping (short timeout), else buildah when installed.
     """
     if name not in BUILDER_NAMES:
-        raise BuilderUnavailableError(f"--builder {name!r}: choose one of {', '.join(BUILDER_NAMES)}")
+        raise ImageUsageError(f"--builder {name!r}: choose one of {', '.join(BUILDER_NAMES)}")
     if name in ("auto", "docker"):
         client = client_factory()
         if client is not None:

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 FAKE_BUILDAH = r"""#!/usr/bin/env python3
 # A stand-in for buildah: appends its argv (JSON) to $FAKE_BUILDAH_LOG and acts out a few
-# subcommands. FAKE_BUILDAH_FAIL_AT=N makes `bud` fail at STEP N.
+# subcommands. FAKE_BUILDAH_FAIL_AT=N makes `bud` fail at STEP N; FAKE_BUILDAH_NO_BASE=1 makes
+# it fail at FROM, as when the base image is not in storage.
 import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_BUILDAH_LOG"], "a") as log:
@@ -24,7 +25,12 @@ with open(os.environ["FAKE_BUILDAH_LOG"], "a") as log:
 while args and args[0].startswith("--storage-driver"):
     args = args[2:] if args[0] == "--storage-driver" else args[1:]
 cmd = args[0] if args else ""
-if cmd == "bud":
+if cmd == "bud" and os.environ.get("FAKE_BUILDAH_NO_BASE"):
+    base = next((a.split("=", 1)[1] for a in args if a.startswith("BASE_IMAGE=")), "base")
+    print(f"STEP 1/3: FROM {base}")
+    print(f'Error: creating build container: short-name "{base}" did not resolve to an alias', flush=True)
+    sys.exit(125)
+elif cmd == "bud":
     fail_at = int(os.environ.get("FAKE_BUILDAH_FAIL_AT", "0"))
     for step in range(1, 4):
         print(f"STEP {step}/3: RUN echo step {step}")

@@ -151,3 +151,69 @@ def test_modelpkg_cli_has_the_image_group(tiny_repo, fake_buildah, clean_proxy_e
     assert "built local/tiny:tiny-latest" in result.output
     result = runner.invoke(modelpkg, ["image", "--help"])
     assert result.exit_code == 0 and "build" in result.output and "run" in result.output
+
+
+def test_missing_ca_bundle_names_the_option_not_a_secret(tiny_repo, fake_buildah, tmp_path, monkeypatch):
+    missing = tmp_path / "no-ca.pem"
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah", "--ca-bundle", str(missing)])
+    assert result.exit_code == 1
+    assert f"--ca-bundle {missing} (or $MODELPKG_CA_BUNDLE): {missing} is not a file" in result.stderr
+    assert "--secret" not in result.stderr
+    monkeypatch.setenv("MODELPKG_CA_BUNDLE", str(missing))
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah"])
+    assert result.exit_code == 1 and "$MODELPKG_CA_BUNDLE" in result.stderr
+    assert fake_buildah.calls() == []
+
+
+def test_unknown_builder_or_isolation_is_a_usage_error(tiny_repo, fake_buildah):
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "podman"])
+    assert result.exit_code == 2
+    assert "--builder 'podman': choose one of auto, docker, buildah" in result.stderr
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah", "--isolation", "bogus"])
+    assert result.exit_code == 2 and "--isolation 'bogus' is not one of chroot, oci, rootless" in result.stderr
+    assert fake_buildah.calls() == []
+
+
+def test_missing_base_image_built_from_another_spec_says_to_build_that_first(
+    tiny_repo, fake_buildah, monkeypatch, clean_proxy_env
+):
+    spec_file = tiny_repo / "specs" / "tiny-pkg.yaml"
+    spec_file.write_text(spec_file.read_text().replace("base_image: debian:bookworm-slim",
+                                                       "base_image: local/tiny-base:1"))
+    base_spec = spec_file.read_text().replace("name: tiny-pkg", "name: tiny-base").replace(
+        "name: local/tiny", "name: local/tiny-base").replace("tag: tiny-latest", "tag: '1'")
+    (tiny_repo / "specs" / "tiny-base.yaml").write_text(base_spec)
+    monkeypatch.setenv("FAKE_BUILDAH_NO_BASE", "1")
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah"])
+    assert result.exit_code == 1
+    assert "buildah build failed at step: STEP 1/3: FROM" in result.stderr
+    assert ("the base image local/tiny-base:1 is built from specs/tiny-base.yaml: run "
+            "`modelpkg image build tiny-base` first (or pass --base-image IMAGE)") in result.stderr
+    # a base image that no spec builds: the builder's own message only
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah", "--base-image", "debian:trixie"])
+    assert result.exit_code == 1
+    assert 'short-name "debian:trixie"' in result.stderr and "modelpkg image build tiny-base" not in result.stderr
+
+
+def test_printed_commands_are_quoted_and_hide_proxy_credentials(
+    tiny_repo, fake_buildah, tmp_path, monkeypatch, clean_proxy_env
+):
+    import shlex
+
+    monkeypatch.setenv("https_proxy", "http://user:secret@proxy.example:3128")
+    result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah",
+                                 "--build-arg", "PIP_PACKAGES=numpy safetensors"])
+    assert result.exit_code == 0, result.output + result.stderr
+    printed = next(line for line in result.output.splitlines() if line.startswith("$ "))
+    argv = shlex.split(printed[2:])  # copy-pasteable: the value with a space stays one word
+    assert "PIP_PACKAGES=numpy safetensors" in argv and "https_proxy=***" in argv
+    monkeypatch.setenv("DATASET_DIR", str(tmp_path))
+    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path))
+    result = runner.invoke(app, ["run", "tiny-pkg", "--builder", "buildah", "--", "run_demo.sh"])
+    assert result.exit_code == 0, result.output + result.stderr
+    printed = next(line for line in result.output.splitlines() if line.startswith("$ "))
+    assert "https_proxy=***" in shlex.split(printed[2:])
+    assert "user:secret" not in result.output
+    # the container itself still gets the real value
+    run_argv = next(c for c in fake_buildah.calls() if "run" in c and "bud" not in c)
+    assert "https_proxy=http://user:secret@proxy.example:3128" in run_argv

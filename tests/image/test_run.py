@@ -85,7 +85,7 @@ def test_image_not_built_yet_says_how_to_build_it(tiny_repo, fake_buildah, tmp_p
     monkeypatch.setenv("FAKE_BUILDAH_NO_IMAGE", "1")
     result = runner.invoke(app, ["run", "tiny-pkg", "--builder", "buildah", "--", "run_demo.sh"])
     assert result.exit_code == 1
-    assert "modelpkg image build NAME --builder buildah" in result.stderr
+    assert "build it first with `modelpkg image build tiny-pkg --builder buildah`" in result.stderr
     assert "from" not in fake_buildah.subcommands()
 
 

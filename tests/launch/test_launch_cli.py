@@ -121,6 +121,16 @@ def test_errors_are_one_line_exit_2(tmp_path, args, environ, match):
     assert (match or "no command given") in done.stderr
 
 
+def test_recorded_machine_runs_only_as_a_dry_run(tmp_path):
+    """--lscpu-file of a bigger machine would bind to CPUs that are not here: say so, run nothing."""
+    done = run(["--lscpu-file", os.path.join(FIXTURES, "spr_2s_56c_ht.lscpu"), "--",
+                sys.executable, "-c", "open('ran', 'w')"], cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "that this process cannot use" in done.stderr and "add --dry-run" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+    assert not (tmp_path / "ran").exists()
+
+
 def test_mpirun_not_installed_says_what_to_install(tmp_path):
     (tmp_path / "bin").mkdir()
     done = run(["--mpi-num-processes", "2", "--", "python", "x.py"], cwd=tmp_path,
@@ -159,6 +169,21 @@ def test_real_mpirun_two_ranks(tmp_path):
     cpus = [set(r["cpus"]) for r in sorted(reports, key=lambda r: r["rank"])]
     assert all(len(c) == int(omp) for c in cpus)  # each rank bound to its own cores
     assert not cpus[0] & cpus[1]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not (os.path.isfile("/bin/mpirun") and os.path.isfile("/usr/bin/mpirun")
+                         and os.path.samefile("/bin/mpirun", "/usr/bin/mpirun")),
+                    reason="needs Open MPI on a merged-/usr system (/bin -> usr/bin)")
+def test_bin_before_usr_bin_on_path_still_runs_mpirun(tmp_path):
+    """Open MPI reads its prefix from an absolute /bin/mpirun as "/" and refuses to start."""
+    script = tmp_path / "report.py"
+    script.write_text(RANK_REPORT)
+    done = run(["--", sys.executable, str(script)], cwd=tmp_path, timeout=120,
+               env=clean_env(MPI_NUM_PROCESSES="2", PYTHONPATH=REPO, PATH="/bin:/usr/bin"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("REPORT ") == 2
+    assert "\n/usr/bin/mpirun " in done.stdout
 
 
 def test_mpich_mpirun_is_refused_with_advice(tmp_path):

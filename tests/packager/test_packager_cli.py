@@ -185,3 +185,76 @@ def test_console_script_entry_point(repo):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "error: no package named 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_build_into_an_unwritable_output_dir_says_so(repo, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run(repo, "build", NAME, "-o", str(blocker / "out"))
+    assert result.exit_code == 1, result.output
+    assert f"error: cannot write the package for {NAME} into {blocker / 'out'}: Not a directory" in result.output
+    assert "choose a writable --output-dir" in result.output and "Traceback" not in result.output
+
+    out = tmp_path / "readonly"
+    out.mkdir()
+
+    def denied(*args, **kwargs):  # what a read-only folder does (root ignores chmod, so simulate it)
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr("packager.archive.tempfile.mkstemp", denied)
+    result = run(repo, "build", NAME, "-o", str(out))
+    assert result.exit_code == 1, result.output
+    assert f"into {out}: Permission denied: {out}; choose a writable --output-dir" in result.output
+    assert list(out.iterdir()) == []
+
+
+def test_ctrl_c_mid_build_leaves_no_partial_archive(repo, tmp_path, monkeypatch):
+    import tarfile as tarfile_module
+
+    real_addfile = tarfile_module.TarFile.addfile
+    calls = []
+
+    def interrupted(self, tarinfo, fileobj=None):
+        calls.append(tarinfo.name)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_addfile(self, tarinfo, fileobj)
+
+    monkeypatch.setattr(tarfile_module.TarFile, "addfile", interrupted)
+    out = tmp_path / "out"
+    result = run(repo, "build", NAME, "-o", str(out))
+    assert result.exit_code == 130, result.output
+    assert f"interrupted: no partial archive was left in {out}" in result.output
+    assert len(calls) == 4
+    assert list(out.iterdir()) == []  # neither the archive nor its temp file
+
+
+def test_output_piped_into_head_stops_quietly(repo):
+    import subprocess
+    import sys
+
+    # `show` writes more than a pipe buffer (64 KiB) only with many files: make some
+    demo = repo.root / "models" / "demo"
+    for index in range(2000):
+        (demo / f"module_{index:04d}.py").write_text("x = 1\n")
+    script = (f"{sys.executable} -c 'from packager.cli import main; main()' --root {repo.root} show {NAME} "
+              "| head -n 1")
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {script}; echo status=$?"],
+                            capture_output=True, text=True, check=False)
+    assert result.stdout.startswith(f"# specs/{NAME}.yaml, resolved\n"), result.stdout
+    assert "status=141" in result.stdout
+    assert result.stderr == "", result.stderr  # no "error: Broken pipe", no traceback
+
+
+def test_list_shows_the_good_specs_and_names_a_broken_one(repo):
+    other = base_spec("other-bf16-inference")
+    other["mode"] = "infer"
+    repo.write_spec(other, name="other-bf16-inference")
+    result = run(repo, "list")
+    assert result.exit_code == 2
+    assert NAME in result.stdout and "other-bf16-inference" not in result.stdout
+    assert ("specs/other-bf16-inference.yaml: mode: 'infer' is not allowed; use one of 'training' or 'inference'"
+            in result.stderr)
+    result = run(repo, "list", "--json")
+    assert result.exit_code == 2
+    assert [row["name"] for row in json.loads(result.stdout)] == [NAME]

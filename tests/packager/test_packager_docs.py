@@ -84,10 +84,17 @@ Optional variables: `MPI_NUM_PROCESSES`.
 ## Docker
 
 The `intel/demo:demo-fp32` container holds the package at `/workspace/demo-fp32-training`. Build it
-with `modelpkg image build demo-fp32-training` (or build `dockerfiles/demo-fp32-training.Dockerfile` yourself; its build
-context holds `model_packages/demo-fp32-training.tar.gz` from `modelpkg build demo-fp32-training`). To run a
-quickstart script in the container, mount the directories it uses and pass the environment
-variables. The snippet below runs a quickstart script with a single instance:
+with `modelpkg image build demo-fp32-training` (Docker, or buildah where no daemon runs), or with
+Docker from the repository; the build context is a folder holding the model package:
+```
+modelpkg build demo-fp32-training --output-dir build-context/model_packages
+docker build -f dockerfiles/demo-fp32-training.Dockerfile -t intel/demo:demo-fp32 build-context
+```
+
+`modelpkg image run demo-fp32-training -- <script name>.sh` runs a quickstart script in the image with
+the variables below taken from your shell. With `docker run`, mount the directories the
+script uses and pass the environment variables. The snippet below runs a quickstart script
+with a single instance:
 ```
 """ + DOCKER_RUN.format(extra="", extra_env="") + """\
 ```
@@ -152,3 +159,28 @@ def test_wrapper_mentioned_in_download(repo):
     repo.write_spec(data)
     text = render_doc_part(load_spec(NAME, repo.root), "download")
     assert f"the container package `output/wrapper_packages/{NAME}.tar.gz`" in text
+
+
+def test_docker_part_build_commands_give_the_context_the_dockerfile_needs(spec, repo, tmp_path, monkeypatch):
+    """Run the README's `modelpkg build ... --output-dir` line; the Dockerfile's ADD must find its file."""
+    import re
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from packager.cli import app
+    from packager.dockerfile import render_dockerfile
+
+    text = render_doc_part(spec, "docker")
+    build_line = next(line for line in text.splitlines() if line.startswith("modelpkg build "))
+    docker_line = next(line for line in text.splitlines() if line.startswith("docker build "))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["--root", str(repo.root), *shlex.split(build_line)[1:]])
+    assert result.exit_code == 0, result.output
+    argv = shlex.split(docker_line)
+    assert argv[argv.index("-f") + 1] == spec.image.dockerfile
+    assert argv[argv.index("-t") + 1] == spec.image.reference
+    context = tmp_path / argv[-1]
+    sources = re.findall(r"^(?:ADD|COPY)\s+(\S+)", render_dockerfile(spec), flags=re.M)
+    assert sources == [f"model_packages/{NAME}.tar.gz"]
+    assert all((context / s).is_file() for s in sources), sorted(p.name for p in context.rglob("*"))

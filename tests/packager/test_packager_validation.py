@@ -272,3 +272,93 @@ def test_wrong_types_say_what_is_expected(repo):
     found = problems(repo, data)
     assert f"specs/{NAME}.yaml: files: must be a list, e.g. [a, b] or one '- item' per line" in found
     assert f"specs/{NAME}.yaml: image.build_args.TF_PACKAGE: must be a string, got 2; quote it in YAML" in found
+
+
+# --- one line per mistake, as the user sees it through the CLI --------------------------
+
+
+def test_misspelt_key_is_one_problem_not_also_a_missing_key(repo):
+    data = base_spec()
+    data["hardwre"] = data.pop("hardware")
+    data["image"]["tga"] = data["image"].pop("tag")
+    data["files"][0]["destinaton"] = data["files"][0].pop("destination")
+    found = problems(repo, data)
+    assert sorted(found) == [
+        f"specs/{NAME}.yaml: files[0].destinaton: unknown key 'destinaton'; did you mean 'destination'? "
+        "(allowed: destination, exclude, source)",
+        f"specs/{NAME}.yaml: hardwre: unknown key 'hardwre'; did you mean 'hardware'? "
+        "(allowed: description, docs, files, framework, hardware, image, licenses, mode, name, precision, "
+        "quickstart, title, wrapper)",
+        f"specs/{NAME}.yaml: image.tga: unknown key 'tga'; did you mean 'tag'? "
+        "(allowed: base_image, build_args, dockerfile, env, name, parts, tag, workdir)",
+    ], found
+
+
+def test_missing_key_without_a_look_alike_is_still_reported(repo):
+    data = base_spec()
+    del data["hardware"]
+    data["colour"] = "blue"
+    found = problems(repo, data)
+    assert f"specs/{NAME}.yaml: hardware: is required but missing" in found
+    assert any(p.startswith(f"specs/{NAME}.yaml: colour: unknown key 'colour'") for p in found)
+    assert len(found) == 2, found
+
+
+@pytest.mark.parametrize("value", ["bfloat61", 16])
+def test_wrong_precision_is_one_line(repo, value):
+    data = base_spec()
+    data["precision"] = value
+    found = problems(repo, data)
+    assert len(found) == 1, found  # not also "precision: must be a list"
+    assert found[0].startswith(f"specs/{NAME}.yaml: precision: {value!r} is not allowed; use one of 'fp32'")
+
+
+def test_misspelt_image_part_is_one_problem(repo):
+    data = base_spec()
+    data["image"]["parts"][0] = "bse"
+    found = problems(repo, data)
+    assert len(found) == 1, found  # not also "the first part must be 'base'"
+    assert "image.parts[0]: template part 'bse' does not exist" in found[0] and "did you mean 'base'?" in found[0]
+
+
+def test_yaml_errors_are_one_line_with_the_line_number(repo):
+    repo.write_spec_text(NAME, "name: demo-fp32-training\n  bad: [\n")
+    found = problems(repo)
+    assert found == [f"specs/{NAME}.yaml: not valid YAML: line 2, column 6: mapping values are not allowed here"]
+    repo.write_spec_text(NAME, "name: demo-fp32-training\ntitle: a\ntitle: b\n")
+    found = problems(repo)
+    assert found == [f"specs/{NAME}.yaml: not valid YAML: line 3, column 1: key 'title' is written twice in one "
+                     "mapping; keep one"]
+
+
+def test_cli_typo_wrong_precision_missing_file_one_line_each(repo):
+    data = base_spec()
+    data["precision"] = "fp23"
+    data["hardwre"] = data.pop("hardware")
+    repo.write_spec(data)
+    result = runner.invoke(app, ["--root", str(repo.root), "validate", NAME])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "error: 2 problems in spec:"
+    assert lines[1].strip().startswith(f"specs/{NAME}.yaml: precision: 'fp23' is not allowed; use one of")
+    assert "did you mean 'fp32'?" in lines[1]
+    assert lines[2].strip().startswith(f"specs/{NAME}.yaml: hardwre: unknown key 'hardwre'; did you mean 'hardware'?")
+    assert len(lines) == 3 and "Traceback" not in result.output
+    data = base_spec()
+    data["files"][1]["source"] = "models/dmo"
+    repo.write_spec(data)
+    result = runner.invoke(app, ["--root", str(repo.root), "validate", NAME])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[1:] == [
+        f"  specs/{NAME}.yaml: files[1].source: models/dmo does not exist in the repository ({repo.root.resolve()})"
+    ]
+
+
+def test_unknown_name_message_reads_cleanly(repo):
+    result = runner.invoke(app, ["--root", str(repo.root), "build", "demo-fp32-trainig"])
+    assert result.exit_code == 2
+    assert "(no specs/demo-fp32-trainig.yaml in" in result.output
+    assert "); did you mean 'demo-fp32-training'? Known: demo-fp32-training (modelpkg list)" in result.output
+    assert ".;" not in result.output
+    result = runner.invoke(app, ["--root", str(repo.root), "build", "zzz"])
+    assert result.exit_code == 2 and "). Known: demo-fp32-training" in result.output

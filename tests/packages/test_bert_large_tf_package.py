@@ -172,6 +172,26 @@ def test_demo_uses_mini_dev_and_batch_size(bf16_package, fake_ckpt, squad_dir, f
     assert flag_value(call, "train_batch_size") == "8"
 
 
+def test_demo_without_mini_dev_says_how_to_make_it(bf16_package, fake_ckpt, squad_dir,
+                                                   fake_python, tmp_path):
+    # A user with the SQuAD download (train/dev) but not the demo's mini-dev-v1.1.json.
+    data = _without(squad_dir, tmp_path, "mini-dev-v1.1.json")
+    env = fake_env(fake_python, CHECKPOINT_DIR=fake_ckpt, DATASET_DIR=data,
+                   OUTPUT_DIR=tmp_path / "out")
+    proc = run_quickstart(bf16_package, "bfloat16_squad_training_demo.sh", env)
+    assert proc.returncode == 1, explain(proc)
+    assert "DATASET_DIR must point to the folder holding mini-dev-v1.1.json" in proc.stderr
+    assert "bfloat16_squad_training.sh for the full SQuAD training" in proc.stderr
+    assert recorded_calls(fake_python) == []
+    # The command the message suggests makes a file the demo accepts.
+    command = proc.stderr.split("To cut one from your dev-v1.1.json: ")[1].split(" - or run")[0]
+    subprocess.run(command, shell=True, check=True, env=quickstart_env())
+    mini = json.loads((data / "mini-dev-v1.1.json").read_text())
+    assert mini["data"] == json.loads((data / "dev-v1.1.json").read_text())["data"][:2]
+    proc = run_quickstart(bf16_package, "bfloat16_squad_training_demo.sh", env)
+    assert proc.returncode == 0, explain(proc)
+
+
 @pytest.mark.parametrize("point_at", ["glue", "mrpc"])
 def test_classifier_accepts_glue_or_mrpc_dir(bf16_package, fake_ckpt, glue_dir, fake_python,
                                              tmp_path, point_at):

@@ -50,6 +50,16 @@ def test_phase1_then_phase2_from_the_package(package_dir: Path, tiny_dataset, tm
     assert (out1 / "bert_pretrain_phase1.log").read_text().count("step ") >= 3
     assert re.search(r"throughput [0-9.]+ sequences/s", p1.stdout)
 
+    # running the finished phase again changes nothing and keeps the first run's log
+    weights = (save / "model.safetensors").read_bytes()
+    again = run([package_dir / "quickstart" / "run_bert_pretrain_phase1.sh"],
+                env=_quickstart_env(PRECISION="fp32", OUTPUT_DIR=str(out1), DATASET_DIR=str(dataset),
+                                    CONFIG_FILE=str(config), BATCH_SIZE="8", MAX_STEPS="12"), cwd=tmp_path)
+    assert "phase 1 already finished" in again.stdout and "nothing to do" in again.stdout
+    assert summary(out1) == s1 and (save / "model.safetensors").read_bytes() == weights
+    log = (out1 / "bert_pretrain_phase1.log").read_text()
+    assert log.count("step 12/12") == 1 and "already finished" in log
+
     p2 = run([package_dir / "quickstart" / "run_bert_pretrain_phase2.sh", "--log_freq=2"],
              env=_quickstart_env(PRECISION="fp32", OUTPUT_DIR=str(out2), DATASET_DIR=str(dataset),
                                  CHECKPOINT_DIR=str(save), BATCH_SIZE="4", MAX_STEPS="4",
@@ -101,13 +111,14 @@ def test_avx_fp32_unsets_dnnl_max_cpu_isa(package_dir: Path, tiny_dataset, tmp_p
 @pytest.mark.parametrize(
     "script, drop, extra, message",
     [
-        ("run_bert_pretrain_phase1.sh", "PRECISION", {}, "PRECISION is not set. Set PRECISION to one of fp32, avx-fp32, bf16, bf32"),
+        ("run_bert_pretrain_phase1.sh", "PRECISION", {}, "PRECISION is not set. Set PRECISION to one of fp32, avx-fp32, bf16, bf32, e.g. export PRECISION=bf16"),
         ("run_bert_pretrain_phase1.sh", None, {"PRECISION": "fp16"}, "PRECISION=fp16 is not supported. Set PRECISION to one of: fp32 avx-fp32 bf16 bf32"),
         ("run_bert_pretrain_phase1.sh", "OUTPUT_DIR", {}, "OUTPUT_DIR is not set. Set OUTPUT_DIR to"),
         ("run_bert_pretrain_phase1.sh", "DATASET_DIR", {}, "DATASET_DIR is not set. Set DATASET_DIR to"),
         ("run_bert_pretrain_phase1.sh", None, {"DATASET_DIR": "/nonexistent"}, "DATASET_DIR=/nonexistent is not a directory"),
-        ("run_bert_pretrain_phase1.sh", "CONFIG_FILE", {}, "CONFIG_FILE is not set. Set CONFIG_FILE to the path to bert_config.json"),
+        ("run_bert_pretrain_phase1.sh", "CONFIG_FILE", {}, "CONFIG_FILE is not set. Set CONFIG_FILE to the path to bert_config.json (see the README's Datasets section), e.g. export CONFIG_FILE=/path/to/bert_config.json"),
         ("run_bert_pretrain_phase1.sh", None, {"CONFIG_FILE": "/nonexistent.json"}, "CONFIG_FILE must point to bert_config.json"),
+        ("run_bert_pretrain_phase1.sh", None, {"CONFIG_FILE": "/"}, "CONFIG_FILE=/ is a directory. Set CONFIG_FILE to the path to bert_config.json"),
         ("run_bert_pretrain_phase1.sh", None, {"BATCH_SIZE": "lots"}, "BATCH_SIZE=lots is not a positive integer"),
         ("run_bert_pretrain_phase1.sh", None, {"MAX_STEPS": "0"}, "MAX_STEPS=0 is not a positive integer"),
         ("run_bert_pretrain_phase2.sh", "CHECKPOINT_DIR", {}, "CHECKPOINT_DIR is not set. Set CHECKPOINT_DIR to the model_save directory in phase 1's OUTPUT_DIR"),
@@ -126,6 +137,35 @@ def test_quickstart_validation(package_dir: Path, tiny_dataset, tmp_path: Path, 
     assert proc.returncode == 1, proc.stdout
     assert message in proc.stdout
     assert not (tmp_path / "out").exists()  # nothing was done before the check
+
+
+def _fake_phase1_output(root: Path) -> Path:
+    """A phase 1 OUTPUT_DIR as far as the checks look: model_save/{config.json,model.safetensors}."""
+    save = root / "phase1" / "model_save"
+    save.mkdir(parents=True)
+    (save / "config.json").write_text("{}")
+    (save / "model.safetensors").write_bytes(b"")
+    return save.parent
+
+
+def test_phase2_quickstart_catches_mixed_up_directories(package_dir: Path, tiny_dataset, tmp_path: Path):
+    """The seed's phase 2 recipe reuses OUTPUT_DIR/CHECKPOINT_DIR: the two easy slips are named."""
+    dataset, _ = tiny_dataset
+    phase1 = _fake_phase1_output(tmp_path)
+    script = package_dir / "quickstart" / "run_bert_pretrain_phase2.sh"
+    base = {"PRECISION": "fp32", "DATASET_DIR": str(dataset)}
+    # CHECKPOINT_DIR=<phase 1 OUTPUT_DIR> instead of its model_save
+    proc = run([script], env=_quickstart_env(**base, CHECKPOINT_DIR=str(phase1), OUTPUT_DIR=str(tmp_path / "p2")),
+               check=False)
+    assert proc.returncode == 1
+    assert f"CHECKPOINT_DIR={phase1} is phase 1's OUTPUT_DIR" in proc.stdout
+    assert f"export CHECKPOINT_DIR={phase1}/model_save" in proc.stdout
+    # OUTPUT_DIR left at phase 1's: phase 2 would overwrite the model it starts from
+    proc = run([script], env=_quickstart_env(**base, CHECKPOINT_DIR=str(phase1 / "model_save"),
+                                            OUTPUT_DIR=f"{phase1}/"), check=False)
+    assert proc.returncode == 1
+    assert "phase 2 would overwrite it. Set OUTPUT_DIR to a new directory for phase 2" in proc.stdout
+    assert not (tmp_path / "p2").exists()
 
 
 @pytest.mark.mpi
@@ -167,3 +207,42 @@ def test_bad_flags_fail_before_training(tiny_dataset, tmp_path: Path):
                check=False)
     assert proc.returncode == 1 and "must be a multiple of --gradient_accumulation_steps=4" in proc.stdout
     assert not (tmp_path / "model_save").exists()
+
+    phase1 = _fake_phase1_output(tmp_path / "runs")
+    phase2 = [sys.executable, TRAIN, "--phase=2", f"--input_dir={dataset}"]
+    proc = run(phase2 + [f"--init_checkpoint={phase1}", f"--output_dir={tmp_path / 'p2'}"], check=False)
+    assert proc.returncode == 1
+    assert f"use --init_checkpoint={phase1 / 'model_save'}" in proc.stdout
+    proc = run(phase2 + [f"--init_checkpoint={phase1 / 'model_save'}", f"--output_dir={phase1}"], check=False)
+    assert proc.returncode == 1 and "would overwrite the model_save it starts from" in proc.stdout
+    assert not (tmp_path / "p2").exists()
+
+
+def test_bad_inputs_are_one_line_errors(tiny_dataset, tmp_path: Path):
+    """Missing or corrupt data, a broken config or model: "error: ..." and exit 1, no traceback."""
+    dataset, config = tiny_dataset
+    (tmp_path / "empty").mkdir()
+    corrupt = tmp_path / "corrupt" / "seq_128"
+    corrupt.mkdir(parents=True)
+    (corrupt / "part-00000-of-00001_128").write_bytes(b"this is not a TFRecord file" * 4)
+    (tmp_path / "bad.json").write_text('{"vocab_size": 10')
+    save = tmp_path / "broken_save"
+    save.mkdir()
+    (save / "config.json").write_text(config.read_text())
+    (save / "model.safetensors").write_bytes(b"junk")
+    phase1 = [sys.executable, TRAIN, "--phase=1", f"--output_dir={tmp_path / 'out'}"]
+    cases = [
+        (phase1 + [f"--input_dir={tmp_path / 'empty'}", f"--bert_config_file={config}"],
+         "no TFRecord files match"),
+        (phase1 + [f"--input_dir={tmp_path / 'corrupt'}", f"--bert_config_file={config}"],
+         "CRC mismatch"),
+        (phase1 + [f"--input_dir={dataset}", f"--bert_config_file={tmp_path / 'bad.json'}"],
+         "cannot read BERT config"),
+        ([sys.executable, TRAIN, "--phase=2", f"--input_dir={dataset}", f"--init_checkpoint={save}",
+          f"--output_dir={tmp_path / 'out2'}"], f"cannot load the model in {save}"),
+    ]
+    for cmd, message in cases:
+        proc = run(cmd, check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert message in proc.stdout and "Traceback" not in proc.stdout, proc.stdout
+    assert not (tmp_path / "out").exists()  # the checks ran before anything was written

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tests.tf.conftest import TINY_VOCAB, make_vocab_file
-from tests.tf.pretraining_fixtures import CREATE_DATA, run_script, write_corpus
+from tests.tf.pretraining_fixtures import (CREATE_DATA, RUN_PRETRAINING, run_script,
+                                           subprocess_env, write_corpus)
 
 tf = pytest.importorskip("tensorflow")
 
@@ -202,6 +205,31 @@ def test_cli_globs_comma_lists_and_sharded_output(tmp_path):
                      check=False)
     assert bad.returncode == 1
     assert "nothing/*.txt" in bad.stderr and "matches no file" in bad.stderr
+
+
+@pytest.mark.parametrize("script, needle", [
+    (CREATE_DATA, "--max_predictions_per_seq"), (RUN_PRETRAINING, "--input_files_dir"),
+])
+def test_scripts_run_as_files_without_pythonpath_and_have_help(tmp_path, script, needle):
+    # As their docstrings show them: `python models/bert_large/tensorflow/<script>.py`.
+    env = {k: v for k, v in subprocess_env().items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert needle in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_cli_names_a_vocab_folder_and_an_input_folder(tmp_path):
+    vocab = make_vocab_file(tmp_path / "vocab.txt")
+    write_corpus(tmp_path / "corpus" / "a.txt", num_documents=2, seed=1)
+    bad = run_script(CREATE_DATA, f"--input_file={tmp_path}/corpus/a.txt",
+                     f"--vocab_file={tmp_path}", f"--output_file={tmp_path}/o.tfrecord",
+                     check=False)
+    assert bad.returncode == 1 and f"--vocab_file={tmp_path}: not a file" in bad.stderr
+    bad = run_script(CREATE_DATA, f"--input_file={tmp_path}/corpus", f"--vocab_file={vocab}",
+                     f"--output_file={tmp_path}/o.tfrecord", check=False)
+    assert bad.returncode == 1 and "is a directory" in bad.stderr
+    assert f"--input_file='{tmp_path}/corpus/*.txt'" in bad.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,6 +84,21 @@ def test_flag_validation(tmp_path, bert_dir, mrpc_dir):
                                            f"--data_dir={mrpc_dir}", "--train_batch_size=0")
 
 
+def test_malformed_tsv_stops_before_the_model_naming_file_and_line(tmp_path, bert_dir):
+    data = write_mrpc(tmp_path / "MRPC", num_train=4, num_dev=4)
+    rows = (data / "dev.tsv").read_text().splitlines()
+    rows[2] = "maybe" + rows[2][1:]
+    (data / "dev.tsv").write_text("\n".join(rows) + "\n")
+    proc = run_script("run_classifier.py", [*model_args(bert_dir), f"--output_dir={tmp_path}/o",
+                                            "--task_name=MRPC", "--do_train=True",
+                                            "--do_eval=True", f"--data_dir={data}"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"{data / 'dev.tsv'}:3: label 'maybe'" in last
+    assert not (tmp_path / "o").exists()  # nothing trained, nothing written
+
+
 @pytest.mark.slow
 def test_train_and_evaluate_mrpc(tmp_path, bert_dir, mrpc_dir):
     out = tmp_path / "out"

@@ -54,15 +54,26 @@ def test_bool_flags_accept_absl_spellings(spelling, value):
 def test_seed_flags_are_accepted_and_reported(caplog):
     flags = _parse("--use_horovod=false", "--enable_scoped_allocator=False",
                    "--experimental-gelu=True", "--optimized_softmax=True", "--noamp",
-                   "--train_fle=x.json", "--precision=bfloat16", "--warmup-steps=0",
-                   "--config_file=c.json")
+                   "--precision=bfloat16", "--warmup-steps=0", "--config_file=c.json")
     assert flags.precision == "bf16" and flags.num_warmup_steps == 0
     assert flags.bert_config_file == "c.json"
     assert len(flags.ignored_flags) == 5
-    assert flags.unknown_flags == ["--train_fle=x.json"]
+    assert flags.unknown_flags == []
     with caplog.at_level(logging.WARNING, logger="bert"):
         loop.warn_about_ignored(flags)
-    assert "--use_horovod=false" in caplog.text and "--train_fle=x.json" in caplog.text
+    assert "--use_horovod=false" in caplog.text
+
+
+def test_misspelt_flag_is_an_error_with_a_suggestion(capsys):
+    # Dropping it would train with the default (2 epochs) instead of the 0.01 asked for.
+    with pytest.raises(SystemExit) as info:
+        _parse("--do_train=True", "--num_train_epoch=0.01", "--train_fle=x.json")
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--num_train_epoch=0.01 (did you mean --num_train_epochs?)" in err
+    assert "--train_fle=x.json (did you mean --train_file?)" in err
+    with pytest.raises(SystemExit):
+        _parse("--do_predict=True", "stray_positional.json")
 
 
 def test_bad_values_fail_with_the_flag_name():
@@ -97,6 +108,62 @@ def test_flag_validation(tmp_path, bert_dir, squad_files):
         tmp_path, bert_dir, "--do_predict", f"--predict_file={dev}", "--do_lower_case=False")
     with pytest.raises(loop.FlagError, match="--vocab_file is required"):
         run_squad.main(["--do_predict", f"--predict_file={dev}", f"--output_dir={tmp_path}"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "the top-level object has no 'data' list"),
+    ('{"data": [{"title": "t", "paragraphs": [{"context": "a b", "qas": [{"question": "q"}]}]}]}',
+     "data[0].paragraphs[0].qas[0] has no 'id'"),
+    ("not json", "is not a JSON file"),
+])
+@pytest.mark.parametrize("mode", ["train_file", "predict_file"])
+def test_squad_file_of_another_layout_names_the_flag_and_place(tmp_path, bert_dir, content,
+                                                                message, mode):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    action = "--do_train=True" if mode == "train_file" else "--do_predict=True"
+    text = _error(tmp_path, bert_dir, action, f"--{mode}={bad}")
+    assert text.startswith(f"--{mode}={bad}: ") and message in text
+
+
+def test_training_question_without_answer_start_names_the_flag(tmp_path, bert_dir):
+    bad = tmp_path / "noffset.json"
+    bad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "a b", "qas": [
+        {"id": "q1", "question": "q", "answers": [{"text": "b"}]}]}]}]}))
+    proc = run_script("run_squad.py", [*model_args(bert_dir), f"--output_dir={tmp_path / 'o'}",
+                                       "--do_train=True", f"--train_file={bad}",
+                                       "--max_seq_length=64", "--max_query_length=16"])
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --train_file={bad}:") and "'answer_start'" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_config_that_does_not_fit_the_checkpoint_is_one_line_naming_the_variable(
+        tmp_path, bert_dir, squad_files):
+    config = json.loads((bert_dir / "bert_config.json").read_text())
+    config["vocab_size"] += 5
+    (tmp_path / "bert_config.json").write_text(json.dumps(config))
+    proc = run_script("run_squad.py", [
+        *model_args(bert_dir), f"--bert_config_file={tmp_path / 'bert_config.json'}",
+        f"--output_dir={tmp_path / 'o'}", "--do_predict=True", f"--predict_file={squad_files[1]}",
+        *SQUAD_ARGS])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "bert/embeddings/word_embeddings" in last
+    assert "--bert_config_file" in last
+
+
+@pytest.mark.slow
+def test_predict_only_warns_when_the_checkpoint_has_no_trained_head(tmp_path, bert_dir,
+                                                                     squad_files):
+    proc = run_script("run_squad.py", [*model_args(bert_dir), f"--output_dir={tmp_path}",
+                                       "--do_predict=True", f"--predict_file={squad_files[1]}",
+                                       *SQUAD_ARGS])
+    assert proc.returncode == 0, proc.stderr
+    assert "has no trained task head (cls/squad/output_weights" in proc.stdout
+    assert (tmp_path / "predictions.json").is_file()
 
 
 def test_flag_error_exits_2_with_one_line(tmp_path, bert_dir):

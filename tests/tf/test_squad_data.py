@@ -83,6 +83,30 @@ def test_reader_rejects_a_non_squad_file(tmp_path):
         squad_data.read_squad_examples(str(path), is_training=False)
 
 
+@pytest.mark.parametrize("content, where", [
+    ({"data": [{"paragraphs": [{"qas": []}]}]}, "data[0].paragraphs[0] has no 'context'"),
+    ({"data": [{"paragraphs": [{"context": "a", "qas": [{"id": "1"}]}]}]},
+     "data[0].paragraphs[0].qas[0] has no 'question'"),
+    ({"data": [{"paragraphs": [{"context": "a", "qas": [
+        {"id": "1", "question": "q", "answers": [{"answer_start": 0}]}]}]}]},
+     "data[0].paragraphs[0].qas[0].answers[0] has no 'text'"),
+])
+def test_reader_names_the_file_and_where_its_layout_breaks(tmp_path, content, where):
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(squad_data.SquadFormatError) as info:
+        squad_data.read_squad_examples(str(path), is_training=False)
+    assert str(info.value).startswith(f"{path} is not a SQuAD file: {where}")
+
+
+def test_prediction_files_need_no_answer_start():
+    data = {"data": [{"paragraphs": [{"context": "a b", "qas": [
+        {"id": "1", "question": "q", "answers": [{"text": "b"}]}]}]}]}
+    assert squad_data.read_squad_examples(data, is_training=False)[0].answers == ["b"]
+    with pytest.raises(squad_data.SquadFormatError, match="'answer_start'"):
+        squad_data.read_squad_examples(data, is_training=True)
+
+
 # ------------------------------------------------------------------------------------------
 # Windows
 # ------------------------------------------------------------------------------------------

@@ -91,3 +91,29 @@ def test_cli_warns_about_another_version_and_fails_on_missing_file(tmp_path):
     proc = _cli(dataset, tmp_path / "missing.json")
     assert proc.returncode == 1 and "missing.json" in proc.stderr
     assert _cli(dataset).returncode == 2  # usage error
+
+
+@pytest.mark.parametrize("dataset, predictions, message", [
+    ([1, 2], {"a": "x"}, "d.json is not a SQuAD file: the top-level object has no 'data' list"),
+    ({"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q"}]}]}]}, {"a": "x"},
+     "data[0].paragraphs[0].qas[0] has no 'id'"),
+    (None, ["x"], "p.json is not a predictions file"),
+    (None, {"a": [{"text": "x", "probability": 1.0}]}, "nbest_predictions.json holds lists"),
+])
+def test_cli_rejects_files_of_another_layout_in_one_line(tmp_path, dataset, predictions,
+                                                          message):
+    if dataset is None:
+        dataset = {"version": "1.1", "data": _dataset([("a", ["x"])])}
+    (tmp_path / "d.json").write_text(json.dumps(dataset))
+    (tmp_path / "p.json").write_text(json.dumps(predictions))
+    proc = _cli(tmp_path / "d.json", tmp_path / "p.json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_cli_names_a_file_that_is_not_json(tmp_path):
+    (tmp_path / "d.json").write_text("<html>")
+    (tmp_path / "p.json").write_text("{}")
+    proc = _cli(tmp_path / "d.json", tmp_path / "p.json")
+    assert proc.returncode == 1 and "d.json is not a JSON file" in proc.stderr

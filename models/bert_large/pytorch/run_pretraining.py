@@ -99,16 +99,37 @@ def validate_args(args: argparse.Namespace) -> None:
         _fail(f"--input_dir={args.input_dir} is not a directory; point it to DATASET_DIR")
     if args.init_checkpoint:
         ckpt = Path(args.init_checkpoint)
+        if not (ckpt / "config.json").is_file() and (ckpt / MODEL_SAVE / "config.json").is_file():
+            _fail(f"--init_checkpoint={ckpt} is phase 1's OUTPUT_DIR, not its model; use "
+                  f"--init_checkpoint={ckpt / MODEL_SAVE} (CHECKPOINT_DIR=<phase 1 OUTPUT_DIR>/"
+                  f"{MODEL_SAVE})")
         for name in ("config.json", WEIGHTS):
             if not (ckpt / name).is_file():
                 _fail(f"--init_checkpoint={ckpt} has no {name}; use the model_save folder that "
                       "phase 1 wrote to its OUTPUT_DIR")
+        if _same_path(ckpt, Path(args.output_dir) / MODEL_SAVE):
+            _fail(f"--output_dir={args.output_dir} is the folder of --init_checkpoint={ckpt}: "
+                  f"this run would overwrite the {MODEL_SAVE} it starts from; set OUTPUT_DIR "
+                  f"(--output_dir) to a new directory for phase {args.phase}")
     elif args.phase == 2 and not _has_state(Path(args.output_dir) / MODEL_SAVE, 2):
         _fail("phase 2 needs --init_checkpoint (CHECKPOINT_DIR): phase 1's OUTPUT_DIR/model_save")
     elif args.phase == 1 and not args.bert_config_file:
         _fail("phase 1 needs --bert_config_file (CONFIG_FILE): the bert_config.json of the model")
     if args.bert_config_file and not Path(args.bert_config_file).is_file():
         _fail(f"--bert_config_file={args.bert_config_file} is not a file; point it to bert_config.json")
+    try:  # the data and the config are readable: fail now, not after loading a model
+        record_shape(find_files(args.input_dir, PHASE_GLOBS[args.phase])[0])
+        if args.bert_config_file and not args.init_checkpoint:
+            BertConfig.from_json_file(args.bert_config_file)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -155,11 +176,16 @@ def save(output_dir: Path, model: BertForPreTraining, optimizer, scheduler, step
 
 
 def load_model(model_save: Path) -> BertForPreTraining:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    config = BertConfig.from_json_file(model_save / "config.json")
-    model = BertForPreTraining(config)
-    model.load_hf_state_dict(load_file(str(model_save / WEIGHTS)), source=str(model_save / WEIGHTS))
+    try:
+        config = BertConfig.from_json_file(model_save / "config.json")
+        model = BertForPreTraining(config)
+        model.load_hf_state_dict(load_file(str(model_save / WEIGHTS)), source=str(model_save / WEIGHTS))
+    except (OSError, ValueError, SafetensorError) as exc:
+        _fail(f"cannot load the model in {model_save}: {exc}; point CHECKPOINT_DIR "
+              "(--init_checkpoint) to a model_save folder written by run_pretraining.py")
     return model
 
 
@@ -271,6 +297,15 @@ def main(argv=None) -> int:
     step = samples = 0
     if resume:
         state = torch.load(own_save / STATE, map_location="cpu", weights_only=True)
+        if state["step"] >= args.max_steps:
+            # Finished before: leave model_save and summary.json as that run wrote them.
+            log(env, f"phase {args.phase} already finished: {own_save} holds step "
+                     f"{state['step']} of --max_steps={args.max_steps}; nothing to do. Use a new "
+                     "OUTPUT_DIR to train again, or a larger MAX_STEPS (--max_steps) to go on")
+            if backend:
+                dist.barrier()
+                dist.destroy_process_group()
+            return 0
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, samples = state["step"], state["samples"]
@@ -320,7 +355,10 @@ def main(argv=None) -> int:
         totals = torch.zeros(3)  # loss, mlm loss, nsp loss summed over micro-batches
         correct = count = 0
         for micro_step in range(args.gradient_accumulation_steps):
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except ValueError as exc:  # a corrupt or foreign record further into the data
+                _fail(str(exc))
             last = micro_step == args.gradient_accumulation_steps - 1
             sync = train_model.no_sync() if backend and not last else contextlib.nullcontext()
             with sync:

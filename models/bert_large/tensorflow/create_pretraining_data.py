@@ -43,7 +43,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from models.bert_large.tensorflow import tokenization
+if __package__ in (None, ""):  # run as a file: make the package root importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
+
+from models.bert_large.tensorflow import tokenization  # noqa: E402
 
 CLS, SEP, MASK = "[CLS]", "[SEP]", "[MASK]"
 _ENCODE_BATCH = 4096  # lines per tokenizers.encode_batch call
@@ -132,6 +135,9 @@ def expand_input_patterns(spec: str) -> list[str]:
     for pattern in [p.strip() for p in spec.split(",") if p.strip()]:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         matches = [m for m in matches if os.path.isfile(m)]
+        if not matches and os.path.isdir(pattern):
+            raise FileNotFoundError(f"--input_file: {pattern!r} is a directory; pass its files, "
+                                    f"e.g. --input_file='{pattern.rstrip('/')}/*.txt'")
         if not matches:
             raise FileNotFoundError(f"--input_file: {pattern!r} matches no file")
         files.extend(matches)
@@ -558,8 +564,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from absl import flags as absl_flags
 
     FLAGS = _define_flags()
+    args = list(argv) if argv is not None else list(sys.argv)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in args[1:]):
+        # absl defines --help only through absl.app; print this script's flags ourselves.
+        print(f"usage: {os.path.basename(args[0] or 'create_pretraining_data.py')} "
+              "--input_file=FILES --vocab_file=vocab.txt (--output_file=FILES | "
+              "--output_dir=DIR [--num_shards=N]) [--flag=value ...]\n")
+        print((__doc__ or "").split("\n\n")[0] + "\n")
+        print(FLAGS.module_help(sys.modules[__name__]) if __name__ in sys.modules
+              else FLAGS.get_help())
+        return 0
     try:
-        FLAGS(list(argv) if argv is not None else sys.argv)
+        FLAGS(args)
     except absl_flags.Error as e:
         print(f"create_pretraining_data: {e}", file=sys.stderr)
         return 2
@@ -567,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("input_file", "vocab_file"):
             if not getattr(FLAGS, name):
                 raise ValueError(f"--{name} is required")
+        if not os.path.isfile(FLAGS.vocab_file):
+            raise ValueError(f"--vocab_file={FLAGS.vocab_file}: not a file; pass the vocab.txt "
+                             "of the BERT model the data is for")
         if bool(FLAGS.output_file) == bool(FLAGS.output_dir):
             raise ValueError("pass exactly one of --output_file (comma-separated files) or "
                              "--output_dir with --num_shards")

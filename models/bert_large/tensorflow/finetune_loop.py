@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -159,9 +160,25 @@ def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
         if name.startswith("no") and name[2:] in IGNORED_SEED_FLAGS:
             name = name[2:]
         (ignored if name in IGNORED_SEED_FLAGS else unexpected).append(arg)
+    if unexpected:
+        # A misspelt flag would otherwise be dropped and its default used (absl, which the
+        # seed scripts use, refuses unknown flags too).
+        parser.error(_unknown_flags_message(parser, unexpected))
     flags.ignored_flags = ignored
     flags.unknown_flags = unexpected
     return flags
+
+
+def _unknown_flags_message(parser: argparse.ArgumentParser, args: Sequence[str]) -> str:
+    known = sorted({o[2:] for a in parser._actions for o in a.option_strings
+                    if o.startswith("--")})
+    parts = []
+    for arg in args:
+        name = arg[2:].partition("=")[0] if arg.startswith("--") else ""
+        close = difflib.get_close_matches(name, known, n=1) if name else []
+        parts.append(f"{arg} (did you mean --{close[0]}?)" if close else arg)
+    return (f"unknown argument(s): {', '.join(parts)}; see --help for the flags "
+            "(use --name=value)")
 
 
 def warn_about_ignored(flags: argparse.Namespace) -> None:
@@ -241,12 +258,21 @@ def _check_case_matches_checkpoint(do_lower_case: bool, init_checkpoint: str | N
 
 
 def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
-    """Entry point wrapper: flag errors print one line and exit 2, no traceback."""
+    """Entry point wrapper: flag errors print one line and exit 2; a checkpoint that does not
+    fit the model (``CheckpointError``, which names the variable) one line and exit 1; no
+    traceback for either."""
     try:
         sys.exit(main(None))
     except FlagError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except ValueError as err:
+        # Only loaded once a checkpoint was read, so no CheckpointError can exist before.
+        ckpt = sys.modules.get("models.bert_large.tensorflow.checkpoint")
+        if ckpt is None or not isinstance(err, ckpt.CheckpointError):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,17 +364,27 @@ def setup_runtime(flags: argparse.Namespace) -> Runtime:
 # --------------------------------------------------------------------------------------------
 # Model and checkpoints
 # --------------------------------------------------------------------------------------------
-def init_model(model, rt: Runtime, init_checkpoint: str | None) -> None:
+def init_model(model, rt: Runtime, init_checkpoint: str | None, trains: bool = True) -> None:
     """Build ``model``, load ``init_checkpoint`` and, in sync mode, copy rank 0's weights to
-    every rank (the task head is randomly initialised)."""
+    every rank (the task head is randomly initialised). Without training (``trains=False``)
+    a task head missing from the checkpoint is worth a loud warning: the outputs would come
+    from random weights."""
     from models.bert_large.tensorflow import checkpoint  # noqa: PLC0415
 
     model.ensure_built()
     if init_checkpoint:
         report = checkpoint.load_init_checkpoint(model, init_checkpoint)
         log.info("%s", report.summary())
-    else:
+        if not trains and report.initialized:
+            log.warning("--do_train=False but %s has no trained task head (%s): predictions "
+                        "come from randomly initialised weights. Pass the output_dir of a "
+                        "fine-tuning run (or its model.ckpt-N) as --init_checkpoint.",
+                        init_checkpoint, ", ".join(report.initialized))
+    elif trains:
         log.warning("no --init_checkpoint: training from random weights")
+    else:
+        log.warning("no --init_checkpoint and --do_train=False: predictions come from random "
+                    "weights. Pass the output_dir of a fine-tuning run as --init_checkpoint.")
     if rt.sync:
         rt.comm.broadcast_variables(model.variables, root=0)
         log.info("weights broadcast from rank 0")

@@ -68,6 +68,18 @@ def validate_flags(flags):
     return config, processor
 
 
+def read_splits(processor, flags) -> dict:
+    """The examples of every split the run needs, read before any model is built; a
+    malformed file is a FlagError naming the file and line."""
+    wanted = {"train": flags.do_train, "dev": flags.do_eval, "test": flags.do_predict}
+    readers = {"train": processor.train_examples, "dev": processor.dev_examples,
+               "test": processor.test_examples}
+    try:
+        return {name: readers[name](flags.data_dir) for name, on in wanted.items() if on}
+    except (ValueError, FileNotFoundError) as err:
+        raise FlagError(f"--data_dir={flags.data_dir}: {err}") from None
+
+
 def _softmax_np(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -85,6 +97,7 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     flags = loop.parse_flags(build_parser(), argv)
     config, processor = validate_flags(flags)
+    splits = read_splits(processor, flags)
     rt = loop.setup_runtime(flags)
 
     from models.bert_large.tensorflow import modeling, tokenization  # noqa: PLC0415
@@ -92,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer = tokenization.FullTokenizer(flags.vocab_file, do_lower_case=flags.do_lower_case)
     labels = processor.labels
     model = modeling.BertForSequenceClassification(config, num_labels=len(labels))
-    loop.init_model(model, rt, flags.init_checkpoint)
+    loop.init_model(model, rt, flags.init_checkpoint, trains=flags.do_train)
     summary: dict = {"task": processor.name, "max_seq_length": flags.max_seq_length,
                      "train_batch_size": flags.train_batch_size}
     global_step = 0
@@ -106,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loop.predict(model, features, flags.eval_batch_size, ("logits",))["logits"]
 
     if flags.do_train:
-        examples = processor.train_examples(flags.data_dir)
+        examples = splits["train"]
         if not examples:
             raise FlagError(f"--data_dir={flags.data_dir}: train.tsv has no examples")
         arrays = to_arrays(examples)
@@ -120,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     metric = None
     if flags.do_eval and rt.writes_outputs:
-        arrays = to_arrays(processor.dev_examples(flags.data_dir))
+        arrays = to_arrays(splits["dev"])
         result = evaluate_logits(predict_logits(arrays), arrays["label_ids"])
         result["global_step"] = global_step
         if "final_loss" in summary:
@@ -135,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metric = result["eval_accuracy"]
 
     if flags.do_predict and rt.writes_outputs:
-        logits = predict_logits(to_arrays(processor.test_examples(flags.data_dir)))
+        logits = predict_logits(to_arrays(splits["test"]))
         probs = _softmax_np(logits.astype(np.float64))
         path = os.path.join(rt.output_dir, "test_results.tsv")
         with open(path, "w", encoding="utf-8") as f:

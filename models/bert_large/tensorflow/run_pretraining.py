@@ -41,7 +41,10 @@ import sys
 import time
 from typing import Sequence
 
-from models.bert_large.tensorflow.finetune_loop import (
+if __package__ in (None, ""):  # run as a file: make the package root importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
+
+from models.bert_large.tensorflow.finetune_loop import (  # noqa: E402
     FlagError,
     add_bool,
     parse_flags,
@@ -50,7 +53,7 @@ from models.bert_large.tensorflow.finetune_loop import (
     thread_setting,
     warn_about_ignored,
 )
-from models.common import dist_env
+from models.common import dist_env  # noqa: E402
 
 log = logging.getLogger("bert")
 

@@ -101,9 +101,23 @@ def _features(flags, tokenizer, examples, is_training):
     return features
 
 
+def load_squad_flag_file(path: str, flag: str) -> dict:
+    """The parsed SQuAD JSON of ``--<flag>``; a file of another layout is a FlagError naming
+    the flag and the place, before any model is built."""
+    from models.bert_large.tensorflow import squad_data  # noqa: PLC0415
+
+    try:
+        return squad_data.load_squad_file(path)
+    except squad_data.SquadFormatError as err:
+        raise FlagError(f"--{flag}={path}: {err}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     flags = loop.parse_flags(build_parser(), argv)
     config = validate_flags(flags)
+    train_json = load_squad_flag_file(flags.train_file, "train_file") if flags.do_train else None
+    predict_json = (load_squad_flag_file(flags.predict_file, "predict_file")
+                    if flags.do_predict else None)
     rt = loop.setup_runtime(flags)
 
     from models.bert_large.tensorflow import (  # noqa: PLC0415
@@ -115,14 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tokenizer = tokenization.FullTokenizer(flags.vocab_file, do_lower_case=flags.do_lower_case)
     model = modeling.BertForQuestionAnswering(config)
-    loop.init_model(model, rt, flags.init_checkpoint)
+    loop.init_model(model, rt, flags.init_checkpoint, trains=flags.do_train)
     summary: dict = {"task": "squad", "max_seq_length": flags.max_seq_length,
                      "train_batch_size": flags.train_batch_size}
 
     if flags.do_train:
-        examples = squad_data.read_squad_examples(
-            flags.train_file, is_training=True,
-            version_2_with_negative=flags.version_2_with_negative)
+        try:
+            examples = squad_data.read_squad_examples(
+                train_json, is_training=True,
+                version_2_with_negative=flags.version_2_with_negative)
+        except squad_data.SquadFormatError as err:
+            raise FlagError(f"--train_file={flags.train_file}: {err}") from None
         if not examples:
             raise FlagError(f"--train_file={flags.train_file} holds no usable questions")
         features = _features(flags, tokenizer, examples, is_training=True)
@@ -136,8 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     metric = None
     if flags.do_predict and rt.writes_outputs:
-        with open(flags.predict_file, encoding="utf-8") as f:
-            dataset = json.load(f)
+        dataset = predict_json
         examples = squad_data.read_squad_examples(
             dataset, is_training=False, version_2_with_negative=flags.version_2_with_negative)
         features = _features(flags, tokenizer, examples, is_training=False)

@@ -28,11 +28,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from models.bert_large.tensorflow.squad_evaluate import (
+    SquadFormatError,
+    check_dataset,
+    load_json,
+)
+
 log = logging.getLogger(__name__)
 
 __all__ = ["SquadExample", "InputFeatures", "RawResult", "read_squad_examples",
            "convert_examples_to_features", "features_to_arrays", "write_predictions",
-           "get_final_text", "whitespace_split"]
+           "get_final_text", "whitespace_split", "load_squad_file", "SquadFormatError"]
 
 UNIQUE_ID_START = 1000000000
 
@@ -67,6 +73,14 @@ class InputFeatures:
     start_position: int | None = None
     end_position: int | None = None
     is_impossible: bool = False
+
+
+def load_squad_file(path: str) -> dict:
+    """Parse and check a SQuAD JSON file; :class:`SquadFormatError` names the file and the
+    place where its layout breaks."""
+    data = load_json(path)
+    check_dataset(data, path)
+    return data
 
 
 RawResult = collections.namedtuple("RawResult", ["unique_id", "start_logits", "end_logits"])
@@ -106,12 +120,10 @@ def read_squad_examples(source: str | Mapping[str, Any], is_training: bool,
     a question whose answer text cannot be found at its ``answer_start`` is skipped with a
     warning, as google's reader does."""
     if isinstance(source, str):
-        with open(source, encoding="utf-8") as f:
-            data = json.load(f)
+        data = load_squad_file(source)
     else:
         data = source
-    if "data" not in data:
-        raise ValueError("not a SQuAD file: the top-level object has no 'data' list")
+        check_dataset(data, "the SQuAD data")
 
     examples: list[SquadExample] = []
     skipped = 0
@@ -131,12 +143,17 @@ def read_squad_examples(source: str | Mapping[str, Any], is_training: bool,
                         ex.orig_answer_text = ""
                     else:
                         if not qa.get("answers"):
-                            raise ValueError(f"question {qa['id']!r} has no answer; training "
-                                             "needs one (SQuAD v2 data needs "
-                                             "--version_2_with_negative=True)")
+                            raise SquadFormatError(
+                                f"question {qa['id']!r} has no answer; training needs one "
+                                "(SQuAD v2 data needs --version_2_with_negative=True)")
                         answer = qa["answers"][0]
                         text = answer["text"]
-                        offset = int(answer["answer_start"])
+                        try:
+                            offset = int(answer["answer_start"])
+                        except (KeyError, TypeError, ValueError):
+                            raise SquadFormatError(
+                                f"question {qa['id']!r}: its first answer has no integer "
+                                "'answer_start' (the character offset training needs)") from None
                         if offset < 0 or offset + len(text) > len(context) or not text:
                             skipped += 1
                             log.warning("skipping %s: answer_start %d is outside its context",

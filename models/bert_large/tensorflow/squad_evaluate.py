@@ -18,11 +18,66 @@ import string
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["normalize_answer", "exact_match_score", "f1_score", "evaluate", "main"]
+__all__ = ["normalize_answer", "exact_match_score", "f1_score", "evaluate", "main",
+           "SquadFormatError", "check_dataset", "check_predictions"]
 
 EXPECTED_VERSION = "1.1"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
+
+
+class SquadFormatError(ValueError):
+    """A file that is not laid out as SQuAD JSON; the message says where it breaks."""
+
+
+def check_dataset(obj: Any, source: str = "dataset") -> None:
+    """Check the SQuAD JSON layout the readers rely on (``data`` -> ``paragraphs`` ->
+    ``context`` + ``qas`` with ``id``, ``question`` and an optional ``answers`` list of
+    ``text``; training also needs ``answer_start``, checked by its reader). Raises
+    :class:`SquadFormatError` naming ``source`` and the place."""
+    def fail(where: str, what: str) -> None:
+        raise SquadFormatError(f"{source} is not a SQuAD file: {where}{what}; expected "
+                               "{\"data\": [{\"paragraphs\": [{\"context\": ..., \"qas\": "
+                               "[{\"id\", \"question\", \"answers\"}]}]}]} as in dev-v1.1.json")
+
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
+        fail("", "the top-level object has no 'data' list")
+    for a, article in enumerate(obj["data"]):
+        where = f"data[{a}]"
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            fail(where, " has no 'paragraphs' list")
+        for p, paragraph in enumerate(article["paragraphs"]):
+            where = f"data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+                fail(where, " has no 'context' text")
+            if not isinstance(paragraph.get("qas"), list):
+                fail(where, " has no 'qas' list")
+            for q, qa in enumerate(paragraph["qas"]):
+                where = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                if not isinstance(qa, dict):
+                    fail(where, " is not an object")
+                for key in ("id", "question"):
+                    if key not in qa:
+                        fail(where, f" has no '{key}'")
+                answers = qa.get("answers", [])
+                if not isinstance(answers, list):
+                    fail(where, "'s 'answers' is not a list")
+                for i, answer in enumerate(answers):
+                    if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
+                        fail(f"{where}.answers[{i}]", " has no 'text'")
+
+
+def check_predictions(obj: Any, source: str = "predictions") -> None:
+    """Predictions are ``{question id: answer text}`` (``predictions.json``)."""
+    if not isinstance(obj, dict):
+        raise SquadFormatError(f"{source} is not a predictions file: expected a JSON object "
+                               "{\"question id\": \"answer text\", ...} (predictions.json)")
+    for qid, answer in obj.items():
+        if not isinstance(answer, str):
+            raise SquadFormatError(
+                f"{source} is not a predictions file: the answer for {qid!r} is a "
+                f"{type(answer).__name__}, not text (nbest_predictions.json holds lists; "
+                "pass predictions.json)")
 
 
 def normalize_answer(text: str) -> str:
@@ -80,14 +135,23 @@ def evaluate(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str
 def evaluate_files(dataset_file: str, prediction_file: str,
                    warn: Callable[[str], None] | None = None) -> dict[str, float]:
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    with open(dataset_file, encoding="utf-8") as f:
-        dataset_json = json.load(f)
+    dataset_json = load_json(dataset_file)
+    check_dataset(dataset_json, dataset_file)
     if dataset_json.get("version") != EXPECTED_VERSION:
         warn(f"Evaluation expects v-{EXPECTED_VERSION}, but got dataset with "
              f"v-{dataset_json.get('version')}")
-    with open(prediction_file, encoding="utf-8") as f:
-        predictions = json.load(f)
+    predictions = load_json(prediction_file)
+    check_predictions(predictions, prediction_file)
     return evaluate(dataset_json["data"], predictions, warn)
+
+
+def load_json(path: str) -> Any:
+    """Parse a JSON file; a file that is not JSON is a :class:`SquadFormatError` naming it."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SquadFormatError(f"{path} is not a JSON file ({err})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = evaluate_files(args.dataset_file, args.prediction_file)
-    except (OSError, json.JSONDecodeError, KeyError) as err:
+    except (OSError, SquadFormatError) as err:
         print(f"error: cannot evaluate {args.prediction_file} against {args.dataset_file}: "
               f"{err}", file=sys.stderr)
         return 1

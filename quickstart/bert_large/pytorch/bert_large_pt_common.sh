@@ -20,12 +20,27 @@ fi
 # files matching DATASET_DIR/GLOB (EXAMPLE names one such file in the error message).
 bert_pt_check_precision_and_dataset() {
     local glob="$1" example="$2"
-    require_env PRECISION "one of fp32, avx-fp32, bf16, bf32"
+    if [[ -z "${PRECISION:-}" ]]; then
+        qs_die "PRECISION is not set. Set PRECISION to one of fp32, avx-fp32, bf16, bf32, e.g. export PRECISION=bf16"
+    fi
     require_one_of PRECISION fp32 avx-fp32 bf16 bf32
     require_dir DATASET_DIR "the preprocessed dataset directory that holds seq_128/ and seq_512/"
     if ! compgen -G "${DATASET_DIR}/${glob}" >/dev/null; then
         qs_die "no ${DATASET_DIR}/${glob} files. Set DATASET_DIR to the TF records directory (with ${example}, ...)"
     fi
+}
+
+# bert_pt_require_file VAR "what the file is" EXAMPLE: VAR is set and names an existing file (not a
+# directory); EXAMPLE is a sample value for the message.
+bert_pt_require_file() {
+    local var="$1" what="$2" example="$3"
+    if [[ -z "${!var:-}" ]]; then
+        qs_die "${var} is not set. Set ${var} to the path to ${what}, e.g. export ${var}=${example}"
+    fi
+    if [[ -d "${!var}" ]]; then
+        qs_die "${var}=${!var} is a directory. Set ${var} to the path to ${what} (the file itself)"
+    fi
+    require_file "${var}" "${!var}" "${what}"
 }
 
 # bert_pt_check_output_dir "what OUTPUT_DIR should be": OUTPUT_DIR is set and the optional
@@ -43,7 +58,8 @@ bert_pt_check_output_dir() {
 # through the launcher with the quickstart's settings (BATCH_SIZE, MAX_STEPS,
 # GRADIENT_ACCUMULATION_STEPS, LEARNING_RATE: the caller sets their defaults), MODEL_FLAG
 # (--bert_config_file=... or --init_checkpoint=...) and ARGS; the output is also written to
-# OUTPUT_DIR/bert_pretrain_phase<PHASE>.log.
+# OUTPUT_DIR/bert_pretrain_phase<PHASE>.log (appended to, so a resumed run keeps the earlier
+# part).
 bert_pt_pretrain() {
     local phase="$1" warmup="$2" model_flag="$3"
     shift 3
@@ -64,5 +80,5 @@ bert_pt_pretrain() {
         --max_steps="${MAX_STEPS}" \
         --learning_rate="${LEARNING_RATE}" \
         --warmup_proportion="${warmup}" \
-        "$@" 2>&1 | tee "${OUTPUT_DIR}/bert_pretrain_phase${phase}.log"
+        "$@" 2>&1 | tee -a "${OUTPUT_DIR}/bert_pretrain_phase${phase}.log"
 }

@@ -16,8 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/bert_large_pt_common.sh"
 
 # --- validate everything before any work ---------------------------------------------------
 bert_pt_check_precision_and_dataset "seq_128/part-*_128" "seq_128/part-00000-of-00500_128"
-require_env CONFIG_FILE "the path to bert_config.json (see the README's Datasets section)"
-require_file CONFIG_FILE "${CONFIG_FILE}" "bert_config.json (see the README's Datasets section)"
+bert_pt_require_file CONFIG_FILE "bert_config.json (see the README's Datasets section)" /path/to/bert_config.json
 bert_pt_check_output_dir "a directory where log and model files will be written"
 
 BATCH_SIZE="${BATCH_SIZE:-224}"

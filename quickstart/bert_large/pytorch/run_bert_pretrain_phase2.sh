@@ -17,9 +17,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/bert_large_pt_common.sh"
 # --- validate everything before any work ---------------------------------------------------
 bert_pt_check_precision_and_dataset "seq_512/part-*" "seq_512/part-00000-of-00500"
 require_dir CHECKPOINT_DIR "the model_save directory in phase 1's OUTPUT_DIR"
+if [[ ! -f "${CHECKPOINT_DIR}/config.json" && -f "${CHECKPOINT_DIR}/model_save/config.json" ]]; then
+    qs_die "CHECKPOINT_DIR=${CHECKPOINT_DIR} is phase 1's OUTPUT_DIR. Set CHECKPOINT_DIR to the model_save directory in it: export CHECKPOINT_DIR=${CHECKPOINT_DIR%/}/model_save"
+fi
 for name in config.json model.safetensors; do
     require_file CHECKPOINT_DIR "${CHECKPOINT_DIR}/${name}" "the model_save directory written by phase 1 (it holds config.json and model.safetensors)"
 done
+if [[ -n "${OUTPUT_DIR:-}" && -d "${OUTPUT_DIR}/model_save" && "${OUTPUT_DIR}/model_save" -ef "${CHECKPOINT_DIR}" ]]; then
+    qs_die "OUTPUT_DIR=${OUTPUT_DIR} is phase 1's OUTPUT_DIR (CHECKPOINT_DIR is its model_save): phase 2 would overwrite it. Set OUTPUT_DIR to a new directory for phase 2"
+fi
 bert_pt_check_output_dir "a new directory where log and model files of phase 2 will be written"
 
 BATCH_SIZE="${BATCH_SIZE:-28}"

@@ -75,6 +75,18 @@ bert_tf_mrpc_dir() {
     qs_die "DATASET_DIR=${DATASET_DIR} has no MRPC data: neither ${DATASET_DIR}/train.tsv and dev.tsv nor ${DATASET_DIR}/MRPC/train.tsv and dev.tsv exist. Set DATASET_DIR to the GLUE MRPC folder (or the GLUE folder holding MRPC/)"
 }
 
+# bert_tf_missing_mini_dev DATA_DIR SCRIPT: the demo's file is not part of the SQuAD download;
+# say what it is and how to make one (from dev-v1.1.json when that is in DATA_DIR).
+bert_tf_missing_mini_dev() {
+    local data_dir="$1" script="$2" hint
+    hint="the demo trains and predicts on this small SQuAD v1.1 file (a few articles of dev-v1.1.json; see the README's SQuAD data section)"
+    if [[ -f "${data_dir}/dev-v1.1.json" ]]; then
+        hint+=". To cut one from your dev-v1.1.json: python3 -c 'import json; d = json.load(open(\"${data_dir}/dev-v1.1.json\")); d[\"data\"] = d[\"data\"][:2]; json.dump(d, open(\"${data_dir}/mini-dev-v1.1.json\", \"w\"))'"
+        hint+=" - or run ${script/_demo/} for the full SQuAD training"
+    fi
+    qs_die "${data_dir}/mini-dev-v1.1.json not found: DATASET_DIR must point to the folder holding mini-dev-v1.1.json; ${hint}"
+}
+
 # bert_tf_check_output_dir SCRIPT: warn when OUTPUT_DIR was used by another quickstart, or holds
 # checkpoints/results of an unknown run; then record SCRIPT as its user.
 bert_tf_check_output_dir() {
@@ -169,6 +181,9 @@ bert_tf_quickstart() {
                 train_file="${data_dir}/mini-dev-v1.1.json"
                 predict_file="${train_file}"
                 epochs=0.01
+            fi
+            if [[ "${task}" == "squad_demo" && ! -f "${train_file}" ]]; then
+                bert_tf_missing_mini_dev "${data_dir}" "${script}"
             fi
             require_file DATASET_DIR "${train_file}" "the folder holding the SQuAD v1.1 json files"
             require_file DATASET_DIR "${predict_file}" "the folder holding the SQuAD v1.1 json files"
