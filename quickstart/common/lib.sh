@@ -20,11 +20,21 @@ qs_warn() {
     echo "warning: $*" >&2
 }
 
-# require_env VAR "what it should point to"
+# qs_example_value VAR: a sample value for VAR in messages (by the name's suffix)
+qs_example_value() {
+    case "$1" in
+        *_DIR) echo "/path/to/dir" ;;
+        *_FILE) echo "/path/to/file" ;;
+        *) echo "<value>" ;;
+    esac
+}
+
+# require_env VAR "what it should point to" [EXAMPLE]
 require_env() {
-    local var="$1" what="$2"
+    local var="$1" what="$2" example="${3:-}"
     if [[ -z "${!var:-}" ]]; then
-        qs_die "${var} is not set. Set ${var} to ${what}, e.g. export ${var}=/path/to/dir"
+        [[ -n "${example}" ]] || example="$(qs_example_value "${var}")"
+        qs_die "${var} is not set. Set ${var} to ${what}, e.g. export ${var}=${example}"
     fi
 }
 
@@ -40,6 +50,9 @@ require_dir() {
 # require_file VAR_OR_DESC PATH "what it is": an existing file
 require_file() {
     local var="$1" path="$2" what="$3"
+    if [[ -d "${path}" ]]; then
+        qs_die "${path} is a directory, not a file: ${var} must point to ${what}"
+    fi
     if [[ ! -f "${path}" ]]; then
         qs_die "${path} not found: ${var} must point to ${what}"
     fi

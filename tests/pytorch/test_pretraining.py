@@ -106,6 +106,12 @@ def test_avx_fp32_unsets_dnnl_max_cpu_isa(package_dir: Path, tiny_dataset, tmp_p
                                    MAX_STEPS="1", DNNL_MAX_CPU_ISA="AVX512_CORE_AMX"))
     assert "DNNL_MAX_CPU_ISA unset" in proc.stdout
     assert summary(tmp_path / "o")["precision"] == "avx-fp32"
+    # started without the launcher, the training script unsets it itself
+    proc = run([sys.executable, TRAIN, "--phase=1", "--precision=avx-fp32", f"--input_dir={dataset}",
+                f"--output_dir={tmp_path / 'direct'}", f"--bert_config_file={config}",
+                "--train_batch_size=2", "--max_steps=1"],
+               env=child_env(DNNL_MAX_CPU_ISA="AVX512_CORE_AMX"))
+    assert "DNNL_MAX_CPU_ISA unset" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -160,6 +166,15 @@ def test_phase2_quickstart_catches_mixed_up_directories(package_dir: Path, tiny_
     assert proc.returncode == 1
     assert f"CHECKPOINT_DIR={phase1} is phase 1's OUTPUT_DIR" in proc.stdout
     assert f"export CHECKPOINT_DIR={phase1}/model_save" in proc.stdout
+    # a TensorFlow checkpoint folder (the seed mentions MLCommons' TF checkpoints)
+    tf_ckpt = tmp_path / "tf_ckpt"
+    tf_ckpt.mkdir()
+    for name in ("checkpoint", "model.ckpt-28252.index", "model.ckpt-28252.data-00000-of-00001"):
+        (tf_ckpt / name).write_bytes(b"")
+    proc = run([script], env=_quickstart_env(**base, CHECKPOINT_DIR=str(tf_ckpt), OUTPUT_DIR=str(tmp_path / "p2")),
+               check=False)
+    assert proc.returncode == 1
+    assert f"CHECKPOINT_DIR={tf_ckpt} holds a TensorFlow checkpoint" in proc.stdout
     # OUTPUT_DIR left at phase 1's: phase 2 would overwrite the model it starts from
     proc = run([script], env=_quickstart_env(**base, CHECKPOINT_DIR=str(phase1 / "model_save"),
                                             OUTPUT_DIR=f"{phase1}/"), check=False)
@@ -230,8 +245,16 @@ def test_bad_inputs_are_one_line_errors(tiny_dataset, tmp_path: Path):
     save.mkdir()
     (save / "config.json").write_text(config.read_text())
     (save / "model.safetensors").write_bytes(b"junk")
+    import torch
+
+    phase2_out = tmp_path / "phase2_out" / "model_save"
+    phase2_out.mkdir(parents=True)
+    torch.save({"phase": 2, "step": 3}, phase2_out / "training_state.pt")
     phase1 = [sys.executable, TRAIN, "--phase=1", f"--output_dir={tmp_path / 'out'}"]
     cases = [
+        ([sys.executable, TRAIN, "--phase=1", f"--output_dir={phase2_out.parent}", f"--input_dir={dataset}",
+          f"--bert_config_file={config}"],
+         f"{phase2_out} already holds phase 2's model, which this phase 1 run would overwrite"),
         (phase1 + [f"--input_dir={tmp_path / 'empty'}", f"--bert_config_file={config}"],
          "no TFRecord files match"),
         (phase1 + [f"--input_dir={tmp_path / 'corrupt'}", f"--bert_config_file={config}"],

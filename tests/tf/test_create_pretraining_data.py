@@ -308,3 +308,11 @@ def test_sequence_length_mismatch_names_file_and_flag(dataset, tmp_path):
         pdata.check_record_shapes(outputs, SEQ, 20)
     with pytest.raises(pdata.PretrainingDataError, match="no such file"):
         pdata.list_input_files(str(tmp_path / "missing"))
+
+
+def test_a_file_that_is_not_a_tfrecord_says_so(tmp_path):
+    # e.g. a text file left in the input folder, shorter than one record header
+    (tmp_path / "notes.tfrecord").write_text("hello\n")
+    with pytest.raises(pdata.PretrainingDataError, match="notes.tfrecord: the files are empty "
+                       "or not TFRecord files; create them with create_pretraining_data.py"):
+        pdata.check_record_shapes([str(tmp_path / "notes.tfrecord")], SEQ, PRED)

@@ -139,6 +139,17 @@ def test_training_question_without_answer_start_names_the_flag(tmp_path, bert_di
     assert "Traceback" not in proc.stderr
 
 
+def test_vocab_larger_than_the_config_stops_before_training(tmp_path, bert_dir, squad_files):
+    # Token ids past vocab_size would fail deep inside the embedding lookup mid-training.
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text((bert_dir / "vocab.txt").read_text() + "extra1\nextra2\n")
+    size = json.loads((bert_dir / "bert_config.json").read_text())["vocab_size"]
+    text = _error(tmp_path, bert_dir, f"--vocab_file={vocab}", "--do_train",
+                  f"--train_file={squad_files[0]}")
+    assert f"--vocab_file={vocab} has {size + 2} entries but vocab_size" in text
+    assert f"is {size}" in text
+
+
 def test_config_that_does_not_fit_the_checkpoint_is_one_line_naming_the_variable(
         tmp_path, bert_dir, squad_files):
     config = json.loads((bert_dir / "bert_config.json").read_text())
@@ -251,6 +262,8 @@ def test_fractional_epoch_bf16_runs_one_step_without_answers(tmp_path, bert_dir,
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["num_train_steps"] == 1 and summary["precision"] == "bf16"
+    # The logged rate is the one the step used (the peak: no warmup step, decay after it).
+    assert summary["loss_log"][-1]["learning_rate"] == pytest.approx(1e-4)
     assert (out / "model.ckpt-1.index").is_file()
     assert len(json.loads((out / "predictions.json").read_text())) == 2
     assert not (out / "eval_results.json").exists()  # nothing to score against

@@ -49,12 +49,16 @@ STATE = "training_state.pt"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", type=int, choices=(1, 2), required=True)
+    p.add_argument("--phase", type=int, choices=(1, 2), required=True,
+                   help="1: seq_128 data, a new model from --bert_config_file; 2: seq_512 data, "
+                        "starting from --init_checkpoint")
     p.add_argument("--input_dir", required=True, help="DATASET_DIR with seq_128/ and seq_512/")
     p.add_argument("--output_dir", required=True, help="OUTPUT_DIR; model_save/ is written here")
     p.add_argument("--bert_config_file", help="bert_config.json (phase 1)")
     p.add_argument("--init_checkpoint", help="a model_save folder to start from (phase 2)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="bf16: bfloat16 autocast; bf32: fp32 with bfloat16 matmul math; "
+                        "avx-fp32: fp32 with DNNL_MAX_CPU_ISA unset (default fp32)")
     p.add_argument("--train_batch_size", type=int, default=224,
                    help="sequences per process per optimizer step (split over accumulation steps)")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -115,6 +119,12 @@ def validate_args(args: argparse.Namespace) -> None:
         _fail("phase 2 needs --init_checkpoint (CHECKPOINT_DIR): phase 1's OUTPUT_DIR/model_save")
     elif args.phase == 1 and not args.bert_config_file:
         _fail("phase 1 needs --bert_config_file (CONFIG_FILE): the bert_config.json of the model")
+    own_save = Path(args.output_dir) / MODEL_SAVE
+    if own_save.exists() and _saved_phase(own_save) != args.phase:
+        other = _saved_phase(own_save)
+        held = f"phase {other}'s model" if other else "a model"
+        _fail(f"{own_save} already holds {held}, which this phase {args.phase} run would "
+              "overwrite; set OUTPUT_DIR (--output_dir) to a new, empty directory")
     if args.bert_config_file and not Path(args.bert_config_file).is_file():
         _fail(f"--bert_config_file={args.bert_config_file} is not a file; point it to bert_config.json")
     try:  # the data and the config are readable: fail now, not after loading a model
@@ -134,11 +144,19 @@ def _same_path(a: Path, b: Path) -> bool:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _has_state(model_save: Path, phase: int) -> bool:
+def _saved_phase(model_save: Path) -> int | None:
+    """The phase whose training state ``model_save`` holds (None: no readable state)."""
     state = model_save / STATE
     if not state.is_file():
-        return False
-    return torch.load(state, map_location="cpu", weights_only=True).get("phase") == phase
+        return None
+    try:
+        return torch.load(state, map_location="cpu", weights_only=True).get("phase")
+    except Exception:  # noqa: BLE001 - truncated/foreign file: not a state to resume from
+        return None
+
+
+def _has_state(model_save: Path, phase: int) -> bool:
+    return _saved_phase(model_save) == phase
 
 
 def _recover_interrupted_save(output_dir: Path) -> None:
@@ -239,9 +257,11 @@ def setup_distributed(env: dist_env.DistEnv, backend: str) -> str | None:
             import oneccl_bindings_for_pytorch  # noqa: F401 - registers the "ccl" backend
 
             backend = "ccl"
-        except ImportError:
+        except Exception as exc:  # noqa: BLE001 - missing, or built for another torch
             if backend == "ccl":
-                _fail("--dist_backend=ccl needs oneccl_bindings_for_pytorch; install it or use gloo")
+                _fail(f"--dist_backend=ccl needs oneccl_bindings_for_pytorch, which does not "
+                      f"import ({type(exc).__name__}: {exc}); install the build matching torch "
+                      f"{torch.__version__}, or use --dist_backend=gloo")
             backend = "gloo"
     if "MASTER_ADDR" not in os.environ and env.local_size < env.world_size:
         _fail(f"{env.world_size} ranks over several hosts: set MASTER_ADDR to the address of the "
@@ -262,6 +282,8 @@ def log(env: dist_env.DistEnv, message: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.precision == "avx-fp32":  # also when started without the launcher; before oneDNN runs
+        os.environ.pop("DNNL_MAX_CPU_ISA", None)
     env = dist_env.from_environ()
     setup_threads()
     backend = setup_distributed(env, args.dist_backend)

@@ -220,6 +220,7 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> An
         config = modeling.BertConfig.from_json_file(flags.bert_config_file)
     except (ValueError, TypeError) as err:
         raise FlagError(f"--bert_config_file={flags.bert_config_file}: {err}") from None
+    _check_vocab_fits_config(flags.vocab_file, flags.bert_config_file, config.vocab_size)
     if flags.max_seq_length > config.max_position_embeddings:
         raise FlagError(f"--max_seq_length={flags.max_seq_length} is longer than the model's "
                         f"max_position_embeddings ({config.max_position_embeddings}) in "
@@ -240,6 +241,22 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> An
         if flags.num_warmup_steps is not None and flags.num_warmup_steps < 0:
             raise FlagError(f"--num_warmup_steps={flags.num_warmup_steps} must be >= 0")
     return config
+
+
+def _check_vocab_fits_config(vocab_file: str, config_file: str, vocab_size: int) -> None:
+    """A vocab.txt with more entries than the model's vocab_size (e.g. an uncased vocab with a
+    cased model) yields token ids the embedding table lacks: fail here, not mid-training."""
+    from models.bert_large.tensorflow import tokenization  # noqa: PLC0415
+
+    try:  # ids are line numbers; blank lines at the end give no token
+        count = 1 + max((i for t, i in tokenization.load_vocab(vocab_file).items() if t),
+                        default=-1)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise FlagError(f"--vocab_file={vocab_file}: {err}") from None
+    if count > vocab_size:
+        raise FlagError(f"--vocab_file={vocab_file} has {count} entries but vocab_size in "
+                        f"--bert_config_file={config_file} is {vocab_size}; use the vocab.txt "
+                        "and bert_config.json of the same model")
 
 
 def _check_case_matches_checkpoint(do_lower_case: bool, init_checkpoint: str | None) -> None:
@@ -482,7 +499,10 @@ def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, ba
     start = window_start = time.perf_counter()
     first_step_seconds = None
     loss_value = float("nan")
+    lr = 0.0
     for step in range(1, steps + 1):
+        if step % log_steps == 0 or step == steps:
+            lr = float(optimizer.learning_rate)  # the schedule now: what this step applies
         loss_value = float(step_fn(next(batches)))
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss is {loss_value} at step {step}; lower "
@@ -493,7 +513,6 @@ def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, ba
         if step % log_steps == 0 or step == steps:
             now = time.perf_counter()
             eps = len(window_losses) * batch_size / max(now - window_start, 1e-9)
-            lr = float(optimizer.learning_rate)
             entry = {"step": step, "loss": float(np.mean(window_losses)), "learning_rate": lr,
                      "examples_per_sec": eps, "global_examples_per_sec": eps * world}
             loss_log.append(entry)

@@ -163,7 +163,8 @@ def check_record_shapes(paths: Sequence[str], max_seq_length: int,
                                    f"pass --max_predictions_per_seq={pred}")
         return
     raise PretrainingDataError(f"no records in {', '.join(paths[:5])}"
-                               f"{' ...' if len(paths) > 5 else ''}")
+                               f"{' ...' if len(paths) > 5 else ''}: the files are empty or "
+                               "not TFRecord files; create them with create_pretraining_data.py")
 
 
 class PretrainingData:

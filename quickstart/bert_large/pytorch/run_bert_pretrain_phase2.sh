@@ -20,6 +20,9 @@ require_dir CHECKPOINT_DIR "the model_save directory in phase 1's OUTPUT_DIR"
 if [[ ! -f "${CHECKPOINT_DIR}/config.json" && -f "${CHECKPOINT_DIR}/model_save/config.json" ]]; then
     qs_die "CHECKPOINT_DIR=${CHECKPOINT_DIR} is phase 1's OUTPUT_DIR. Set CHECKPOINT_DIR to the model_save directory in it: export CHECKPOINT_DIR=${CHECKPOINT_DIR%/}/model_save"
 fi
+if [[ ! -f "${CHECKPOINT_DIR}/config.json" ]] && compgen -G "${CHECKPOINT_DIR}/*.index" >/dev/null; then
+    qs_die "CHECKPOINT_DIR=${CHECKPOINT_DIR} holds a TensorFlow checkpoint. Phase 2 starts from the PyTorch model_save directory that phase 1 writes (config.json + model.safetensors); a TF checkpoint must be converted to a PyTorch model file first"
+fi
 for name in config.json model.safetensors; do
     require_file CHECKPOINT_DIR "${CHECKPOINT_DIR}/${name}" "the model_save directory written by phase 1 (it holds config.json and model.safetensors)"
 done
