@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 import re
 import shlex
+import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,3 +193,23 @@ class OutputTracker:
             self.tail.clear()
         self.tail.append(line)
         self._log(line)
+
+
+def run_streamed_build(argv: list[str], builder: str, what: str, log: LogFn,
+                       env: Mapping[str, str] | None = None) -> float:
+    """Run a build command, streaming its output through ``log``; return the seconds taken.
+    On failure raise ImageBuildError with the failing step and the last output lines."""
+    log("$ " + printable_argv(argv))
+    tracker = OutputTracker(log)
+    start = time.monotonic()
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace", bufsize=1, env=None if env is None else dict(env),
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tracker.feed(line)
+        code = proc.wait()
+    if code != 0:
+        raise ImageBuildError(builder, tracker.step, tracker.tail, f"{what} exited {code}")
+    return time.monotonic() - start

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,13 +15,12 @@ from packager.image.base import (
     BuilderUnavailableError,
     BuildRequest,
     BuildResult,
-    ImageBuildError,
     ImageRunError,
     ImageUsageError,
     LogFn,
-    OutputTracker,
     RunRequest,
     printable_argv,
+    run_streamed_build,
 )
 
 ISOLATIONS = ("chroot", "oci", "rootless")
@@ -113,24 +111,7 @@ class BuildahBuilder:
 
     def build(self, request: BuildRequest, log: LogFn) -> BuildResult:
         argv = self.build_argv(request)
-        log("$ " + printable_argv(argv))
-        tracker = OutputTracker(log)
-        start = time.monotonic()
-        with subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-        ) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                tracker.feed(line)
-            code = proc.wait()
-        if code != 0:
-            raise ImageBuildError(self.name, tracker.step, tracker.tail, f"buildah bud exited {code}")
-        seconds = time.monotonic() - start
+        seconds = run_streamed_build(argv, self.name, "buildah bud", log)
         return BuildResult(self.image_id(request.tag), request.tag, self.name, seconds)
 
     def run(self, request: RunRequest, log: LogFn) -> int:

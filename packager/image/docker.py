@@ -27,7 +27,7 @@ from packager.image.base import (
     LogFn,
     OutputTracker,
     RunRequest,
-    printable_argv,
+    run_streamed_build,
 )
 
 PING_TIMEOUT_S = 3
@@ -136,21 +136,9 @@ class DockerBuilder:
         ).returncode == 0
         argv = self.cli_build_argv(request, buildx)
         env = dict(os.environ, DOCKER_BUILDKIT="1")
-        log("$ " + printable_argv(argv))
-        tracker = OutputTracker(log)
-        start = time.monotonic()
-        with subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            errors="replace", bufsize=1, env=env,
-        ) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                tracker.feed(line)
-            code = proc.wait()
-        if code != 0:
-            raise ImageBuildError(self.name, tracker.step, tracker.tail, f"docker build exited {code}")
+        seconds = run_streamed_build(argv, self.name, "docker build", log, env=env)
         image_id = self.client.images.get(request.tag).id
-        return BuildResult(image_id, request.tag, self.name, time.monotonic() - start)
+        return BuildResult(image_id, request.tag, self.name, seconds)
 
     # -- run ---------------------------------------------------------------------------
     def run_kwargs(self, request: RunRequest) -> dict[str, Any]:
