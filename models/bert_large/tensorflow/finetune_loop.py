@@ -341,17 +341,11 @@ def thread_setting(flag_value: int | None, env_name: str) -> int | None:
                         "thread count") from None
 
 
-def setup_runtime(flags: argparse.Namespace) -> Runtime:
-    """Logging, TF threads, precision, ranks and this rank's output folder. Call before any
-    TensorFlow op runs (thread pools are fixed at first use)."""
-    env = dist_env.from_environ()
-    setup_logging(env)
-    warn_about_ignored(flags)
-
+def configure_tf_threads(flags: argparse.Namespace) -> tuple[int | None, int | None]:
+    """TF's intra/inter-op pools from --num_intra_threads/--num_inter_threads, else the
+    launcher's NUM_INTRA_THREADS/NUM_INTER_THREADS (None: TF's default). Call before the first
+    TF op."""
     import tensorflow as tf  # noqa: PLC0415
-    import keras  # noqa: PLC0415
-
-    from models.bert_large.tensorflow import distributed, precision  # noqa: PLC0415
 
     intra = thread_setting(flags.num_intra_threads, "NUM_INTRA_THREADS")
     inter = thread_setting(flags.num_inter_threads, "NUM_INTER_THREADS")
@@ -359,6 +353,21 @@ def setup_runtime(flags: argparse.Namespace) -> Runtime:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
+    return intra, inter
+
+
+def setup_runtime(flags: argparse.Namespace) -> Runtime:
+    """Logging, TF threads, precision, ranks and this rank's output folder. Call before any
+    TensorFlow op runs (thread pools are fixed at first use)."""
+    env = dist_env.from_environ()
+    setup_logging(env)
+    warn_about_ignored(flags)
+
+    import keras  # noqa: PLC0415
+
+    from models.bert_large.tensorflow import distributed, precision  # noqa: PLC0415
+
+    intra, inter = configure_tf_threads(flags)
     precision.set_precision(flags.precision)
 
     sync = bool(flags.mpi_workers_sync_gradients) and env.world_size > 1

@@ -47,10 +47,10 @@ if __package__ in (None, ""):  # run as a file: make the package root importable
 from models.bert_large.tensorflow.finetune_loop import (  # noqa: E402
     FlagError,
     add_bool,
+    configure_tf_threads,
     parse_flags,
     precision_flag,
     setup_logging,
-    thread_setting,
     warn_about_ignored,
 )
 from models.common import dist_env  # noqa: E402
@@ -218,12 +218,7 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
     from models.bert_large.tensorflow import pretraining_data as pdata  # noqa: PLC0415
     from models.bert_large.tensorflow import pretraining_loop as loop  # noqa: PLC0415
 
-    intra = thread_setting(flags.num_intra_threads, "NUM_INTRA_THREADS")
-    inter = thread_setting(flags.num_inter_threads, "NUM_INTER_THREADS")
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    configure_tf_threads(flags)
     prec = flags.precision or ("bf16" if _bf16_from_env() else "fp32")
     if flags.precision is None and prec == "bf16":
         log.info("TF_BF16_CONVERSION is set: using --precision=bf16")
