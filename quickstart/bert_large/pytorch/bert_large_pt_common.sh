@@ -20,9 +20,7 @@ fi
 # files matching DATASET_DIR/GLOB (EXAMPLE names one such file in the error message).
 bert_pt_check_precision_and_dataset() {
     local glob="$1" example="$2"
-    if [[ -z "${PRECISION:-}" ]]; then
-        qs_die "PRECISION is not set. Set PRECISION to one of fp32, avx-fp32, bf16, bf32, e.g. export PRECISION=bf16"
-    fi
+    require_env PRECISION "one of fp32, avx-fp32, bf16, bf32" bf16
     require_one_of PRECISION fp32 avx-fp32 bf16 bf32
     require_dir DATASET_DIR "the preprocessed dataset directory that holds seq_128/ and seq_512/"
     if ! compgen -G "${DATASET_DIR}/${glob}" >/dev/null; then
@@ -34,9 +32,7 @@ bert_pt_check_precision_and_dataset() {
 # directory); EXAMPLE is a sample value for the message.
 bert_pt_require_file() {
     local var="$1" what="$2" example="$3"
-    if [[ -z "${!var:-}" ]]; then
-        qs_die "${var} is not set. Set ${var} to the path to ${what}, e.g. export ${var}=${example}"
-    fi
+    require_env "${var}" "the path to ${what}" "${example}"
     if [[ -d "${!var}" ]]; then
         qs_die "${var}=${!var} is a directory. Set ${var} to the path to ${what} (the file itself)"
     fi
