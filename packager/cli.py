@@ -92,7 +92,7 @@ def callback(
     ctx: typer.Context,
     root: Annotated[
         Optional[Path],
-        typer.Option("--root", envvar="MODELPKG_ROOT", help="Repository root (holds specs/, templates/, models/); default: the checkout modelpkg is installed from, or the current folder.", show_default=False),
+        typer.Option("--root", envvar="MODELPKG_ROOT", help="Repository root (holds specs/, templates/, models/); default: the current folder or the first parent that holds specs/ and templates/, else the checkout modelpkg is installed from.", show_default=False),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,

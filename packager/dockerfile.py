@@ -1,38 +1,38 @@
-"""Render a spec's Dockerfile from the parts in ``templates/dockerfile/<part>.Dockerfile.j2``.
+"""Render a package's Dockerfile from the parts in ``templates/dockerfile/<part>.Dockerfile.j2``.
 
 Each part renders alone with: ``spec``, ``image`` (= spec.image), ``name``, ``build_args``
-(the spec's defaults), and two helpers:
+(the spec's defaults), ``package_archive`` (where the build context holds the model package)
+and three helpers:
 
 - ``arg(NAME, default)`` -> ``ARG NAME=<spec build_args[NAME] or default>``;
 - ``pip_run(command)`` -> a ``RUN`` that mounts the optional BuildKit/buildah secret
   ``pip_cert`` and sets ``PIP_CERT`` for that one command when the secret is given, so pip
-  trusts an extra CA bundle without it ever landing in a layer.
+  trusts an extra CA bundle without it ever landing in a layer;
+- ``apt_install(packages, then=(), when=None)`` -> the one ``RUN apt-get update && apt-get
+  install ... && rm -rf /var/lib/apt/lists/*`` idiom, with follow-up commands, or wrapped in
+  ``if [ WHEN ]; then ...; fi``.
 
-Proxies are never declared: ``http_proxy``/``https_proxy``/``no_proxy`` (and upper case) are
-predefined build args in Docker and buildah, usable in ``RUN`` and kept out of the image.
+A part declares its role on its first line (``{# part: base #}``, ``dependency``, ``package``):
+``base`` comes first (ARG BASE_IMAGE + FROM), and every ``dependency`` part comes before the
+``package`` part, so that a code change does not rebuild the dependency layers.
+
+Proxies are never declared: they are predefined build args in Docker and buildah
+(``packager.conventions.PROXY_VARS``), usable in ``RUN`` and kept out of the image.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+from packager.conventions import CONTEXT_PACKAGE_DIR, PIP_CERT_SECRET, context_package_path, is_proxy_var
 from packager.errors import Problem, SpecError
-from packager.root import find_root
+from packager.package import Package
 from packager.spec import Spec
-from packager.templates import render
+from packager.templates import part_role, render
 
-# Generic parts that install dependencies: they must come before ``model_package`` so that a
-# change in the model code does not invalidate (rebuild) their layers.
-DEPENDENCY_PARTS = frozenset(
-    {"python", "tensorflow", "pytorch", "openmpi", "numactl", "ssh", "apt_packages", "pip_packages"}
-)
-PIP_CERT_SECRET = "pip_cert"
-BUILD_CONTEXT_PACKAGE_DIR = "model_packages"
-
-
-def _spec_root(spec: Spec, root: Path | None) -> Path:
-    return (root or spec.root or find_root()).resolve()
+BASE_ROLE, DEPENDENCY_ROLE, PACKAGE_ROLE = "base", "dependency", "package"
 
 
 def _arg_value(value: str) -> str:
@@ -53,6 +53,19 @@ def pip_run(command: str, *, secret: bool = True) -> str:
     )
 
 
+def apt_install(packages: str | Sequence[str], then: Sequence[str] = (), when: str | None = None) -> str:
+    """``RUN`` installing Debian ``packages`` without recommends and leaving no apt lists
+    behind; ``then``: commands run after it in the same layer; ``when``: a ``test`` expression
+    that must hold (``-n "${APT_PACKAGES}"``), else the layer does nothing."""
+    names = packages if isinstance(packages, str) else " ".join(packages)
+    steps = ["apt-get update", f"apt-get install -y --no-install-recommends {names}",
+             "rm -rf /var/lib/apt/lists/*", *then]
+    if when is None:
+        return "RUN " + " && \\\n    ".join(steps)
+    body = " && \\\n        ".join(steps)
+    return f"RUN if [ {when} ]; then \\\n        {body}; \\\n    fi"
+
+
 def part_context(spec: Spec, *, pip_cert_secret: bool = True) -> dict:
     assert spec.image is not None
     build_args = dict(spec.image.build_args)
@@ -68,66 +81,73 @@ def part_context(spec: Spec, *, pip_cert_secret: bool = True) -> dict:
         "build_args": build_args,
         "arg": arg,
         "pip_run": lambda command: pip_run(command, secret=pip_cert_secret),
-        "package_archive": f"{BUILD_CONTEXT_PACKAGE_DIR}/{spec.name}.tar.gz",
+        "apt_install": apt_install,
+        "package_archive": context_package_path(spec.name),
     }
 
 
-def render_part(spec: Spec, part: str, root: Path | None = None, *, pip_cert_secret: bool = True) -> str:
+def render_part(package: Package, part: str, *, pip_cert_secret: bool = True) -> str:
     """One part, rendered alone (what the golden-text tests check)."""
-    root = _spec_root(spec, root)
+    spec = package.spec
     index = spec.image.parts.index(part) if spec.image and part in spec.image.parts else 0
     text = render(
-        spec, root, f"dockerfile/{part}.Dockerfile.j2", f"image.parts[{index}]",
+        spec.spec_label, package.root, f"dockerfile/{part}.Dockerfile.j2", f"image.parts[{index}]",
         part_context(spec, pip_cert_secret=pip_cert_secret),
     )
+    # the role comment is metadata for modelpkg, not Dockerfile text
     return text.strip("\n") + "\n"
 
 
-def check_order(spec: Spec) -> list[Problem]:
-    """Order rules: ``base`` first (it holds ARG BASE_IMAGE + FROM); dependencies before the package."""
+def check_order(package: Package) -> list[Problem]:
+    """Order rules from the parts' roles: the ``base`` part first and once; every
+    ``dependency`` part before the ``package`` part; no part twice."""
+    spec = package.spec
     assert spec.image is not None
     parts = spec.image.parts
+    roles = [part_role(package.root, "dockerfile", part) for part in parts]
+    label = spec.spec_label
     problems = []
-    if parts[0] != "base":
-        problems.append(
-            Problem(spec.spec_label, "image.parts[0]", f"is {parts[0]!r}; the first part must be 'base' (ARG BASE_IMAGE and FROM)")
-        )
-    if "base" in parts[1:]:
-        problems.append(Problem(spec.spec_label, "image.parts", "'base' may appear only once, first"))
-    if "model_package" in parts:
-        at = parts.index("model_package")
-        for index, part in enumerate(parts[at + 1 :], start=at + 1):
-            if part in DEPENDENCY_PARTS:
+    bases = [p for p, r in zip(parts, roles) if r == BASE_ROLE]
+    if roles[0] != BASE_ROLE:
+        problems.append(Problem(label, "image.parts[0]",
+                                f"is {parts[0]!r}; the first part must be a base part "
+                                f"({', '.join(bases) or 'base'}: ARG BASE_IMAGE and FROM)"))
+    if BASE_ROLE in roles[1:]:
+        problems.append(Problem(label, "image.parts", f"a base part ({', '.join(bases)}) may appear only once, first"))
+    if PACKAGE_ROLE in roles:
+        at = roles.index(PACKAGE_ROLE)
+        for index, (part, role) in enumerate(zip(parts[at + 1:], roles[at + 1:]), start=at + 1):
+            if role == DEPENDENCY_ROLE:
                 problems.append(
-                    Problem(spec.spec_label, f"image.parts[{index}]",
-                            f"{part!r} installs dependencies but comes after 'model_package'; move it before, "
+                    Problem(label, f"image.parts[{index}]",
+                            f"{part!r} installs dependencies but comes after {parts[at]!r}; move it before, "
                             "so that a code change does not rebuild the dependency layers")
                 )
     dupes = sorted({p for p in parts if parts.count(p) > 1})
     if dupes:
-        problems.append(Problem(spec.spec_label, "image.parts", f"parts listed twice: {', '.join(dupes)}"))
+        problems.append(Problem(label, "image.parts", f"parts listed twice: {', '.join(dupes)}"))
     return problems
 
 
-def render_dockerfile(spec: Spec, root: Path | None = None, *, pip_cert_secret: bool = True) -> str:
-    """The full Dockerfile text for ``spec`` (parts in spec order, blank line between them).
+def render_dockerfile(package: Package, *, pip_cert_secret: bool = True) -> str:
+    """The full Dockerfile text (parts in spec order, blank line between them).
 
     The build context it expects: ``<context>/Dockerfile`` and
     ``<context>/model_packages/<name>.tar.gz``. With ``pip_cert_secret=False`` the RUN lines do
     not use ``--mount`` (for the classic, non-BuildKit Docker builder).
     """
+    spec = package.spec
     if spec.image is None:
         raise SpecError([Problem(spec.spec_label, "image", "the spec has no image section, so no Dockerfile")])
-    problems = check_order(spec)
+    problems = check_order(package)
     if problems:
         raise SpecError(problems)
-    root = _spec_root(spec, root)
     header = (
         f"# Generated by modelpkg from {spec.spec_label}; do not edit.\n"
         f"# Regenerate with: modelpkg dockerfile {spec.name}\n"
-        f"# Build context: this file + {BUILD_CONTEXT_PACKAGE_DIR}/{spec.name}.tar.gz (modelpkg build {spec.name})\n"
+        f"# Build context: this file + {CONTEXT_PACKAGE_DIR}/{spec.name}.tar.gz (modelpkg build {spec.name})\n"
     )
-    bodies = [render_part(spec, part, root, pip_cert_secret=pip_cert_secret) for part in spec.image.parts]
+    bodies = [render_part(package, part, pip_cert_secret=pip_cert_secret) for part in spec.image.parts]
     text = header + "\n" + "\n".join(bodies)
     declared = set(re.findall(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)", text, flags=re.M))
     unknown = sorted(set(spec.image.build_args) - declared)
@@ -136,13 +156,14 @@ def render_dockerfile(spec: Spec, root: Path | None = None, *, pip_cert_secret: 
             [Problem(spec.spec_label, f"image.build_args.{name}",
                      f"no part declares ARG {name}; declared: {', '.join(sorted(declared))}") for name in unknown]
         )
-    env_lines = re.findall(r"^ENV\s+.*$", text, flags=re.M | re.I)
-    leaking = [line for line in env_lines if re.search(r"\b(https?|ftp|no|all)_proxy\b", line, flags=re.I)]
-    if leaking:
-        raise SpecError([Problem(spec.spec_label, "image.parts", f"a part sets a proxy with ENV ({leaking[0]}); proxies must stay build args")])
+    for line in re.findall(r"^ENV\s+.*$", text, flags=re.M | re.I):
+        names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", line)
+        if any(is_proxy_var(name) for name in names):
+            raise SpecError([Problem(spec.spec_label, "image.parts",
+                                     f"a part sets a proxy with ENV ({line}); proxies must stay build args")])
     return text
 
 
-def dockerfile_path(spec: Spec, root: Path | None = None) -> Path:
-    assert spec.image is not None
-    return _spec_root(spec, root) / spec.image.dockerfile
+def dockerfile_path(package: Package) -> Path:
+    assert package.spec.image is not None
+    return package.root / package.spec.image.dockerfile

@@ -1,13 +1,20 @@
-"""Plan what goes into a model package: pure file-system reads, no writing.
+"""Plan a package, then do: one pure computation of everything a build writes.
 
-``plan_files(spec)`` turns a spec into the sorted list of files that will be packed (paths
-relative to the package's top folder ``<name>/``), and collects every problem it meets
-(missing source, symlink leaving the repository, two files to one destination, a quickstart
-script that is missing or not executable) instead of stopping at the first one.
+``make_plan(package, out_dir)`` checks the package against the repository, collecting every
+problem (missing source, symlink leaving the repository, two files to one destination, a
+quickstart script that is missing or not executable, a missing template part, a bad part
+order, ...) instead of stopping at the first, and returns a ``PackagePlan``: the model
+package's files with sizes (README, ``package_info.json`` and ``MANIFEST.sha256`` included),
+the rendered README and Dockerfile, and the wrapper package's files. ``show``, ``validate``,
+``build`` (and ``--dry-run``), ``dockerfile``, ``docs`` and ``image build`` all consume it;
+``packager.archive.write_plan`` writes it.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import os
 import re
 import stat
@@ -15,15 +22,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from packager.errors import Problem
-from packager.spec import Spec
+from packager.dockerfile import check_order, render_dockerfile
+from packager.docs import render_readme
+from packager.conventions import (
+    DEFAULT_OUTPUT_DIR, LIB_SH, MANIFEST, PACKAGE_INFO, README, model_package_path, wrapper_package_path,
+)
+from packager.errors import Problem, SpecError
+from packager.package import Package
+from packager.specfile import spec_index
+from packager.templates import available_parts, part_file
+from packager.wrapper import render_wrapper_scripts
 
 # Never packed, whatever the spec says: caches and VCS data that would make builds depend on
 # what happened to run in the checkout.
 DEFAULT_EXCLUDES = ("**/__pycache__/**", "**/*.pyc", "**/*.pyo", "**/.pytest_cache/**", "**/.git/**", "**/.DS_Store")
-LIB_SH = "quickstart/common/lib.sh"
-MANIFEST = "MANIFEST.sha256"
-README = "README.md"
+EXTRA_DIRS = ("licenses/third_party",)  # always in an archive, even when empty
+WRAPPER_TEMPLATES = ("build.sh.j2", "run.sh.j2")
 
 
 @dataclass(frozen=True)
@@ -33,14 +47,55 @@ class PlannedFile:
     path: str
     mode: int  # 0o644 or 0o755
     origin: str  # spec key path that put it there, e.g. "files[0]" or "quickstart[1].script"
-    source: Path | None = None  # a file in the repository, or
+    source: Path | None = None  # a file in the repository (or an archive this build writes), or
     data: bytes | None = None  # generated content (README.md, MANIFEST.sha256, ...)
+    size: int = 0
+
+    @staticmethod
+    def of_source(path: str, mode: int, origin: str, source: Path) -> "PlannedFile":
+        return PlannedFile(path, mode, origin, source=source, size=source.stat().st_size)
+
+    @staticmethod
+    def of_data(path: str, origin: str, data: bytes, mode: int = 0o644) -> "PlannedFile":
+        return PlannedFile(path, mode, origin, data=data, size=len(data))
 
 
 @dataclass
-class Plan:
+class FilePlan:
+    """The repository files of a model package (no generated ones), and the problems met."""
+
     files: list[PlannedFile] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    """One archive: ``path`` holds ``files`` under the single folder ``top/``."""
+
+    path: Path
+    top: str
+    files: tuple[PlannedFile, ...]
+    extra_dirs: tuple[str, ...] = EXTRA_DIRS
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class PackagePlan:
+    """Everything one package's build writes, computed once (``make_plan``)."""
+
+    package: Package
+    readme: str | None
+    dockerfile: str | None
+    model: ArchivePlan
+    wrapper: ArchivePlan | None
+
+    @property
+    def archives(self) -> tuple[ArchivePlan, ...]:
+        """In writing order: the wrapper package contains the model package."""
+        return (self.model,) if self.wrapper is None else (self.model, self.wrapper)
 
 
 @lru_cache(maxsize=256)
@@ -88,12 +143,11 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _walk_source(
-    spec: Spec, root: Path, index: int, plan: Plan
+    package: Package, root: Path, origin: str, entry, plan: FilePlan
 ) -> list[tuple[str, Path]]:
     """(path relative to the destination, real file) for one ``files`` entry."""
-    entry = spec.files[index]
-    key = f"files[{index}].source"
-    label = spec.spec_label
+    key = f"{origin}.source"
+    label = package.label
     source = root / entry.source
     if not os.path.lexists(source):
         plan.problems.append(Problem(label, key, f"{entry.source} does not exist in the repository ({root})"))
@@ -147,10 +201,11 @@ def _walk_source(
     return found
 
 
-def plan_files(spec: Spec, root: Path) -> Plan:
+def plan_files(package: Package) -> FilePlan:
     """Every repository file of the package (no README/MANIFEST yet), sorted, with problems."""
-    root = root.resolve()
-    plan = Plan()
+    spec = package.spec
+    root = package.root.resolve()
+    plan = FilePlan()
     label = spec.spec_label
     by_path: dict[str, PlannedFile] = {}
 
@@ -164,10 +219,10 @@ def plan_files(spec: Spec, root: Path) -> Plan:
             return
         by_path[item.path] = item
 
-    for index, entry in enumerate(spec.files):
-        for rel, real in _walk_source(spec, root, index, plan):
+    for origin, entry in package.files:
+        for rel, real in _walk_source(package, root, origin, entry, plan):
             dest = f"{entry.destination}/{rel}" if rel else entry.destination
-            add(PlannedFile(dest, file_mode(real), f"files[{index}]", source=real))
+            add(PlannedFile.of_source(dest, file_mode(real), origin, real))
 
     for index, qs in enumerate(spec.quickstart):
         key = f"quickstart[{index}].script"
@@ -182,18 +237,18 @@ def plan_files(spec: Spec, root: Path) -> Plan:
         if not os.stat(real).st_mode & stat.S_IXUSR:
             plan.problems.append(Problem(label, key, f"{qs.script} is not executable; run: chmod +x {qs.script}"))
             continue
-        add(PlannedFile(f"quickstart/{qs.basename}", 0o755, key, source=real))
+        add(PlannedFile.of_source(f"quickstart/{qs.basename}", 0o755, key, real))
 
     if spec.quickstart or (root / LIB_SH).is_file():
         lib = root / LIB_SH
         if lib.is_file():
-            add(PlannedFile("quickstart/lib.sh", 0o644, LIB_SH, source=lib.resolve()))
+            add(PlannedFile.of_source("quickstart/lib.sh", 0o644, LIB_SH, lib.resolve()))
         else:
             plan.problems.append(Problem(label, "quickstart", f"{LIB_SH} (the shared quickstart library) is missing"))
 
     license_file = root / "LICENSE"
     if license_file.is_file():
-        add(PlannedFile("licenses/LICENSE", 0o644, "LICENSE", source=license_file.resolve()))
+        add(PlannedFile.of_source("licenses/LICENSE", 0o644, "LICENSE", license_file.resolve()))
     else:
         plan.problems.append(Problem(label, "licenses", "the repository has no LICENSE file at its root; every package ships it"))
     for index, lic in enumerate(spec.licenses):
@@ -208,9 +263,9 @@ def plan_files(spec: Spec, root: Path) -> Plan:
             continue
         files = [real] if real.is_file() else sorted(p for p in real.rglob("*") if p.is_file())
         for item in files:
-            add(PlannedFile(f"licenses/third_party/{item.name}", 0o644, key, source=item))
+            add(PlannedFile.of_source(f"licenses/third_party/{item.name}", 0o644, key, item))
 
-    reserved = {MANIFEST: "the manifest"}
+    reserved = {MANIFEST: "the manifest", PACKAGE_INFO: "the package info modelpkg writes"}
     if spec.docs is not None and spec.docs.readme:
         reserved[README] = "the generated README (docs.readme)"
     for path, what in reserved.items():
@@ -230,3 +285,164 @@ def plan_files(spec: Spec, root: Path) -> Plan:
 
     plan.files = sorted(by_path.values(), key=lambda f: f.path.split("/"))
     return plan
+
+
+# --- checks that need the repository besides the files ---------------------------------------
+
+
+def _missing_part(package: Package, kind: str, key: str, part: str) -> Problem:
+    root = package.root
+    available = available_parts(root, kind)
+    message = f"template part {part!r} does not exist ({part_file(root, kind, part).relative_to(root)})"
+    close = difflib.get_close_matches(part, available, n=1)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    message += f" Available: {', '.join(available) or 'none'}"
+    return Problem(package.label, key, message)
+
+
+def _missing_parts(package: Package, kind: str, section: str, parts: tuple[str, ...]) -> list[Problem]:
+    return [_missing_part(package, kind, f"{section}[{i}]", part)
+            for i, part in enumerate(parts) if not part_file(package.root, kind, part).is_file()]
+
+
+def check_references(package: Package) -> list[Problem]:
+    """Wrapper templates, the wrapper's default script and base spec, described variables."""
+    spec = package.spec
+    label = spec.spec_label
+    problems: list[Problem] = []
+    if spec.wrapper.enabled:
+        for template in WRAPPER_TEMPLATES:
+            if not (package.root / "templates" / "wrapper" / template).is_file():
+                problems.append(Problem(label, "wrapper.enabled",
+                                        f"a wrapper package needs templates/wrapper/{template}, which does not exist; "
+                                        "add it or set wrapper.enabled: false"))
+        run = spec.wrapper.run
+        names = [qs.basename for qs in spec.quickstart]
+        if run is not None and run.default_script not in names:
+            problems.append(Problem(label, "wrapper.run.default_script",
+                                    f"{run.default_script!r} is not one of the spec's quickstart scripts "
+                                    f"({', '.join(names) or 'none'})"))
+        base = spec.wrapper.base_image_spec
+        if base is not None and base not in spec_index(package.root)[0]:
+            problems.append(Problem(label, "wrapper.base_image_spec", f"no spec in specs/ defines a package {base!r}"))
+    required, optional = spec.all_env
+    used = set(required) | set(optional)
+    if spec.wrapper.run is not None:
+        used |= set(spec.wrapper.run.extra_env)
+    for var in spec.env_help:
+        if var not in used:
+            problems.append(Problem(label, f"env_help.{var}",
+                                    f"describes {var}, which no quickstart reads (quickstart[*].env); "
+                                    "drop it or add it to a quickstart's env"))
+    return problems
+
+
+def _render(problems: list[Problem], render, *args, **kwargs):
+    """``render(...)``, its ``SpecError`` problems collected instead of raised."""
+    try:
+        return render(*args, **kwargs)
+    except SpecError as exc:
+        problems += exc.problems
+        return None
+
+
+def package_info(package: Package) -> bytes:
+    """``package_info.json``: what the package is, for the shipped code (``precisions.py``
+    reads ``precisions`` so the quickstarts accept what the spec declares)."""
+    spec = package.spec
+    info = {
+        "name": spec.name,
+        "title": spec.title,
+        "framework": spec.framework,
+        "precisions": list(spec.precisions),
+        "mode": spec.mode,
+        "hardware": spec.hardware,
+        "image": spec.image.reference if spec.image else None,
+    }
+    return (json.dumps(info, indent=2) + "\n").encode("utf-8")
+
+
+def _sha256(item: PlannedFile) -> str:
+    if item.data is not None:
+        return hashlib.sha256(item.data).hexdigest()
+    assert item.source is not None
+    digest = hashlib.sha256()
+    with open(item.source, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sort_key(item: PlannedFile) -> list[str]:
+    return item.path.split("/")
+
+
+def manifest_text(files: list[PlannedFile]) -> str:
+    """``sha256sum -c`` format, paths relative to the package folder (run it inside ``<name>/``)."""
+    return "".join(f"{_sha256(item)}  {item.path}\n" for item in sorted(files, key=_sort_key))
+
+
+def make_plan(package: Package, out_dir: Path = DEFAULT_OUTPUT_DIR) -> PackagePlan:
+    """The complete plan of ``package`` with archives under ``out_dir``; ``SpecError`` listing
+    every problem found."""
+    spec = package.spec
+    found = plan_files(package)
+    problems = list(found.problems)
+    problems += check_references(package)
+
+    dockerfile = None
+    if spec.image is not None:
+        missing = _missing_parts(package, "dockerfile", "image.parts", spec.image.parts)
+        problems += missing
+        # a misspelt part is one problem ("does not exist; did you mean"), not also an order one
+        order = [p for p in check_order(package) if p.key not in {m.key for m in missing}]
+        problems += order
+        if not missing and not order:
+            dockerfile = _render(problems, render_dockerfile, package)
+
+    readme = None
+    if spec.docs is not None:
+        missing = _missing_parts(package, "docs", "docs.parts", spec.docs.parts)
+        problems += missing
+        if not missing:
+            readme = _render(problems, render_readme, package)
+
+    scripts = None
+    if spec.wrapper.enabled and not any(p.key == "wrapper.enabled" for p in problems):
+        scripts = _render(problems, render_wrapper_scripts, package)
+    if problems:
+        raise SpecError(problems)
+
+    files = list(found.files)
+    files.append(PlannedFile.of_data(PACKAGE_INFO, "package", package_info(package)))
+    if readme is not None and spec.docs is not None and spec.docs.readme:
+        files.append(PlannedFile.of_data(README, "docs", readme.encode("utf-8")))
+    files.append(PlannedFile.of_data(MANIFEST, "manifest", manifest_text(files).encode("utf-8")))
+    model_path = model_package_path(spec.name, out_dir)
+    model = ArchivePlan(model_path, spec.name, tuple(sorted(files, key=_sort_key)))
+
+    wrapper = None
+    if scripts is not None:
+        assert dockerfile is not None
+        wrapper_readme = readme if readme is not None else _wrapper_readme(package)
+        wrapper_files = [
+            PlannedFile.of_data(README, "docs", wrapper_readme.encode("utf-8")),
+            *(PlannedFile.of_data(name, "wrapper", text.encode("utf-8"), 0o755) for name, text in scripts.items()),
+            PlannedFile(f"model_packages/{spec.name}.tar.gz", 0o644, "build", source=model_path),
+            PlannedFile.of_data(f"{spec.name}.Dockerfile", "image", dockerfile.encode("utf-8")),
+            *(item for item in found.files if item.path.startswith("licenses/")),
+        ]
+        wrapper = ArchivePlan(wrapper_package_path(spec.name, out_dir), spec.name,
+                              tuple(sorted(wrapper_files, key=_sort_key)))
+    return PackagePlan(package, readme, dockerfile, model, wrapper)
+
+
+def _wrapper_readme(package: Package) -> str:
+    spec = package.spec
+    assert spec.image is not None
+    return (
+        f"# {spec.title}\n\n{spec.description.strip()}\n\n"
+        f"Build the container `{spec.image.reference}`:\n\n```\n./build.sh\n```\n\n"
+        f"Run a quickstart in it:\n\n```\n./run.sh\n```\n"
+    )

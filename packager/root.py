@@ -1,7 +1,9 @@
 """Find the repository root: the folder that holds ``specs/``, ``templates/`` and ``models/``.
 
-Order: an explicit path (``--root``), then ``$MODELPKG_ROOT``, then the checkout that holds this
-installed ``packager`` (editable install), then the current directory and its parents.
+Order: an explicit path (``--root``), then ``$MODELPKG_ROOT``, then the current directory and
+its parents, then the checkout that holds this installed ``packager`` (editable install). So a
+command run inside a second checkout works on that checkout, not on the one modelpkg was
+installed from.
 """
 
 from __future__ import annotations
@@ -30,9 +32,8 @@ def find_root(explicit: str | os.PathLike[str] | None = None) -> Path:
                     f"{' and '.join(m + '/' for m in MARKERS)}"
                 )
             return path
-    candidates = [Path(__file__).resolve().parent.parent]
     cwd = Path.cwd().resolve()
-    candidates += [cwd, *cwd.parents]
+    candidates = [cwd, *cwd.parents, Path(__file__).resolve().parent.parent]
     for candidate in candidates:
         if _is_root(candidate):
             return candidate

@@ -1,9 +1,10 @@
-"""The spec schema (``specs/<name>.yaml``) as frozen pydantic models, and YAML parsing.
+"""The spec schema as frozen pydantic models, and its error messages.
 
-Defaults live here and only here. ``parse_spec`` turns a YAML file into a ``Spec`` or raises
+Defaults live here and only here. ``validate_spec`` turns one package's data (read from YAML
+by ``packager.specfile``, variants and substitutions applied) into a ``Spec`` or raises
 ``SpecError`` listing every problem with its key path and what is allowed (unknown keys get a
-"did you mean ...?"). Checks that need the file system (sources exist, templates exist,
-destinations do not collide) live in ``packager.checks``.
+"did you mean ...?"). Checks that need the repository (sources exist, templates exist,
+destinations do not collide) happen when a package is planned (``packager.plan``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import difflib
 import re
 import types
 import typing
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from models.common import precisions
+from packager.conventions import OUTPUT_VARS, is_path_var, is_proxy_var
 from packager.errors import Problem, SpecError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]*$"
@@ -34,14 +36,28 @@ PART_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 IMAGE_NAME_PATTERN = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-PROXY_NAMES = frozenset(
-    n for base in ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy") for n in (base, base.upper())
-)
 
 Framework = Literal["tensorflow", "pytorch"]
-Precision = Literal["fp32", "bfloat16", "bf16", "avx-fp32", "bf32", "fp16", "int8", "mixed"]
 Mode = Literal["training", "inference"]
 Hardware = Literal["xeon", "xeon-spr", "gaudi"]
+
+
+def _known_precision(value: str) -> str:
+    """Any spelling ``models/common/precisions.py`` knows (kept as written; see ``precisions``)."""
+    try:
+        precisions.canonical(value)
+    except precisions.PrecisionError:
+        spellings = [*precisions.CANONICAL, *precisions.ALIASES]
+        message = (f"{value!r} is not allowed; use one of {', '.join(precisions.CANONICAL)} "
+                   f"(aliases: {', '.join(f'{a}={c}' for a, c in precisions.ALIASES.items())})")
+        close = difflib.get_close_matches(str(value).lower(), spellings, n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        raise ValueError(message) from None
+    return value
+
+
+Precision = Annotated[str, AfterValidator(_known_precision)]
 
 
 def _rel_path(value: str) -> str:
@@ -122,7 +138,7 @@ class Image(_Model):
     @field_validator("env", "build_args")
     @classmethod
     def _no_proxies(cls, value: dict[str, str]) -> dict[str, str]:
-        proxies = sorted(set(value) & PROXY_NAMES)
+        proxies = sorted(name for name in value if is_proxy_var(name))
         if proxies:
             raise ValueError(
                 f"{', '.join(proxies)} must not be set in the spec: proxies are passed at build time "
@@ -137,22 +153,23 @@ class Image(_Model):
 
 
 class WrapperRun(_Model):
-    """What ``run.sh`` of a wrapper package needs (rendered by templates/wrapper/run.sh.j2)."""
+    """What ``run.sh`` of a wrapper package needs (rendered by templates/wrapper/run.sh.j2).
+
+    The variables it checks, mounts and passes in come from the quickstarts' ``env`` (see
+    ``Spec.path_vars``/``Spec.forward_env``); ``extra_env`` names more to pass in when set.
+    """
 
     default_script: str = Field(min_length=1)
-    required_env: tuple[EnvName, ...] = ()
-    mounts: tuple[EnvName, ...] = ()
-    forward_env: tuple[EnvName, ...] = ()
+    extra_env: tuple[EnvName, ...] = ()
     shm_size: str | None = Field(default=None, pattern=r"^[0-9]+[bkmgBKMG]?$")
 
 
 class Wrapper(_Model):
-    """The container ("wrapper") package of seed 001."""
+    """The container ("wrapper") package: build.sh, run.sh, the Dockerfile, the model package."""
 
     enabled: bool = False
     base_image_spec: str | None = Field(default=None, pattern=NAME_PATTERN)
     run: WrapperRun | None = None
-    vars: dict[str, Any] = {}
 
 
 class Docs(_Model):
@@ -160,6 +177,23 @@ class Docs(_Model):
     parts: tuple[PartName, ...] = Field(min_length=1)
     vars: dict[str, Any] = {}
     output: RelPath  # default docs/packages/<name>.md (filled in by Spec)
+
+    @field_validator("vars")
+    @classmethod
+    def _no_moved_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "env_descriptions" in value:
+            raise ValueError("env_descriptions moved to the spec's top-level env_help (one description per variable)")
+        return value
+
+
+def _one_line_text(value: str) -> str:
+    value = " ".join(str(value).split())
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(_one_line_text)]
 
 
 class Spec(_Model):
@@ -170,15 +204,17 @@ class Spec(_Model):
     mode: Mode
     hardware: Hardware
     description: str = ""
+    filesets: tuple[PartName, ...] = ()  # named file lists of specs/shared/filesets.yaml, packed first
     files: tuple[FileEntry, ...] = ()
     quickstart: tuple[Quickstart, ...] = ()
     image: Image | None = None
     wrapper: Wrapper = Wrapper()
     docs: Docs | None = None
     licenses: tuple[RelPath, ...] = ()
+    # what each quickstart variable is, written once: README, run.sh and messages use it
+    env_help: dict[EnvName, OneLine] = {}
 
-    _root: Path | None = PrivateAttr(default=None)
-    _spec_file: Path | None = PrivateAttr(default=None)
+    _label: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -204,36 +240,30 @@ class Spec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
+        framework_has = precisions.supported(self.framework)
+        unsupported = [p for p in self.precisions if p not in framework_has]
+        if unsupported:
+            raise ValueError(
+                f"precision {', '.join(unsupported)} is not run by the {self.framework} code; "
+                f"{self.framework} packages support {', '.join(framework_has)}"
+            )
         if self.wrapper.enabled and self.image is None:
             raise ValueError("wrapper.enabled needs an image section (the wrapper ships the Dockerfile)")
         if self.wrapper.enabled and self.wrapper.run is None:
             raise ValueError("wrapper.enabled needs wrapper.run (default_script, required_env, mounts, ...)")
         return self
 
-    # --- where the spec came from (set by parse_spec; used to find sources) -------------
-    @property
-    def root(self) -> Path | None:
-        return self._root
-
-    @property
-    def spec_file(self) -> Path | None:
-        return self._spec_file
-
     @property
     def spec_label(self) -> str:
-        """The spec path as shown in messages (repo-relative when possible)."""
-        if self._spec_file is None:
-            return f"specs/{self.name}.yaml"
-        if self._root is not None:
-            try:
-                return self._spec_file.relative_to(self._root).as_posix()
-            except ValueError:
-                pass
-        return str(self._spec_file)
+        """The spec file as shown in messages (repo-relative; ``FILE (variant NAME)`` for one
+        package of a file with ``variants``)."""
+        return self._label or f"specs/{self.name}.yaml"
 
     @property
     def precisions(self) -> tuple[str, ...]:
-        return self.precision if isinstance(self.precision, tuple) else (self.precision,)
+        """The canonical precision names (``bfloat16`` -> ``bf16``), in spec order."""
+        given = self.precision if isinstance(self.precision, tuple) else (self.precision,)
+        return tuple(dict.fromkeys(precisions.canonical(p) for p in given))
 
     @property
     def all_env(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -246,32 +276,37 @@ class Spec(_Model):
             optional.update(dict.fromkeys(v for v in qs.env.optional if v not in required))
         return tuple(required), tuple(optional)
 
+    @property
+    def common_required_env(self) -> tuple[str, ...]:
+        """The variables every quickstart needs (what ``run.sh`` asks for before any script)."""
+        required, _ = self.all_env
+        return tuple(v for v in required if all(v in qs.env.required for qs in self.quickstart))
+
+    @property
+    def path_vars(self) -> tuple[str, ...]:
+        """Quickstart variables that name host paths: mounted at the same path in containers."""
+        required, optional = self.all_env
+        return tuple(v for v in (*required, *optional) if is_path_var(v))
+
+    @property
+    def output_vars(self) -> tuple[str, ...]:
+        return tuple(v for v in self.path_vars if v in OUTPUT_VARS)
+
+    @property
+    def forward_env(self) -> tuple[str, ...]:
+        """Variables passed into a container when set: the quickstarts' own, then extras."""
+        required, optional = self.all_env
+        extra = self.wrapper.run.extra_env if self.wrapper.run is not None else ()
+        return tuple(dict.fromkeys((*required, *optional, *extra)))
+
+    def describe_env(self, var: str) -> str:
+        """``env_help[var]``, or a generic phrase for a variable the spec does not describe."""
+        return self.env_help.get(var, f"value for {var}")
+
     def summary(self) -> dict[str, Any]:
         """The resolved spec as plain data (defaults filled in), as ``show`` prints it."""
         data = self.model_dump(mode="json")
         return data
-
-
-# --- YAML loading -------------------------------------------------------------------------
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key written twice in one mapping (YAML keeps the last silently)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is written twice in one mapping; keep one", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -367,25 +402,14 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return _format_loc(loc), message
 
 
-def _yaml_message(exc: yaml.YAMLError) -> str:
-    """One line: ``line L, column C: what is wrong`` (PyYAML's own text spans several lines)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is None or not problem:
-        return " ".join(str(exc).split())
-    context = getattr(exc, "context", None)
-    what = f"{problem} ({context})" if context and context != problem else problem
-    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
-
-
 def _problems(label: str, errors: list[dict[str, Any]]) -> list[Problem]:
     """One ``Problem`` per mistake, although pydantic may report one mistake twice:
 
     - a misspelt key is both "unknown key 'tga'" and "tag is required": keep the first, which
       already says "did you mean 'tag'?";
     - a bad scalar for a field that also takes a list (``precision``) fails both union members:
-      keep the "not allowed; use one of ..." error, drop "must be a list" (and for a list, the
-      reverse: keep the per-item error).
+      keep the scalar's own error ("is not a precision; use one of ..."), drop "must be a list"
+      (and for a list, the reverse: keep the per-item error).
     """
     described = [(error, *_describe(error)) for error in errors]
     typo_for: set[str] = set()  # key paths of required keys that a misspelt key stands for
@@ -395,12 +419,12 @@ def _problems(label: str, errors: list[dict[str, Any]]) -> list[Problem]:
             suggestion = message.split("did you mean '", 1)[1].split("'", 1)[0]
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             typo_for.add(f"{parent}.{suggestion}" if parent else suggestion)
-        if error["type"] == "literal_error" and not isinstance(error.get("input"), (list, dict)):
-            literal_at.add(key)
+        if error["type"] not in ("tuple_type", "list_type") and not isinstance(error.get("input"), (list, dict)):
+            literal_at.add(key)  # a scalar's own error (bad value, wrong type)
     problems: list[Problem] = []
     for error, key, message in described:
         kind = error["type"]
-        if kind == "literal_error" and isinstance(error.get("input"), (list, dict)):
+        if kind in ("literal_error", "string_type", "value_error") and isinstance(error.get("input"), (list, tuple)):
             continue  # the per-item error of the list form says which item is wrong
         if kind == "missing" and key in typo_for:
             continue
@@ -412,32 +436,13 @@ def _problems(label: str, errors: list[dict[str, Any]]) -> list[Problem]:
     return problems
 
 
-def parse_spec(path: Path, root: Path | None = None) -> Spec:
-    """Read and validate one spec file (schema only); raise ``SpecError`` with every problem."""
-    label = path.as_posix()
-    if root is not None:
-        try:
-            label = path.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            pass
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([Problem(label, "", f"cannot read the spec: {exc.strerror or exc}")]) from exc
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise SpecError([Problem(label, "", f"not valid YAML: {_yaml_message(exc)}")]) from exc
+def validate_spec(data: Any, label: str) -> Spec:
+    """One package's data as a ``Spec``; ``SpecError`` with every problem, named by ``label``."""
     if not isinstance(data, dict):
         raise SpecError([Problem(label, "", "the spec must be a YAML mapping with keys name, title, framework, ...")])
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_problems(label, exc.errors())) from None
-    if spec.name != path.stem:
-        raise SpecError(
-            [Problem(label, "name", f"{spec.name!r} must equal the file name; rename the file to specs/{spec.name}.yaml or set name: {path.stem}")]
-        )
-    spec._root = root
-    spec._spec_file = path
+    spec._label = label
     return spec

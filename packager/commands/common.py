@@ -12,9 +12,10 @@ from rich.console import Console
 
 from packager.errors import CheckFailed, UsageError
 from packager.generated import sync
-from packager.repo import load_specs, spec_names
+from packager.package import package_names
+from packager.plan import PackagePlan, make_plan
 from packager.root import find_root
-from packager.spec import Spec
+from packager.package import Package, load_packages
 
 # rich writes to whatever sys.stdout/sys.stderr is at the time (so CliRunner captures it)
 console = Console(highlight=False, soft_wrap=True)
@@ -48,7 +49,7 @@ def select_names(root: Path, names: list[str] | None, all_: bool, *, command: st
     if all_ and names:
         raise UsageError(f"give package names or --all, not both (modelpkg {command} --help)")
     if all_:
-        return spec_names(root)
+        return package_names(root)
     if not names:
         raise UsageError(f"name at least one package, or use --all (modelpkg list shows them; modelpkg {command} --help)")
     return names
@@ -59,35 +60,43 @@ def echo(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def load_selected(ctx: typer.Context, names: list[str] | None, all_: bool, *, command: str) -> list[Package]:
+    """The packages a command works on (``select_names``), loaded from the command's root."""
+    root = state(ctx).root
+    return load_packages(select_names(root, names, all_, command=command), root)
+
+
 def sync_generated(
     ctx: typer.Context, names: list[str] | None, all_: bool, check: bool, *,
     command: str, section: str, what: str,
-    path_for: Callable[[Spec, Path], Path], render: Callable[[Spec, Path], str],
+    path_for: Callable[[Package], Path], text_of: Callable[[PackagePlan], str | None],
 ) -> None:
     """Write (or with ``check`` compare) one committed generated file per package.
 
     ``section`` is the spec section the file needs (``image``, ``docs``): with ``--all`` specs
     without it are skipped, a named one without it is a usage error. ``what`` names the file
-    kind in messages ("Dockerfile", "README"). Prints a diff per stale file and one status line
-    per file; raises ``CheckFailed`` naming the packages to regenerate.
+    kind in messages ("Dockerfile", "README"); ``text_of`` takes it from the package's plan.
+    Prints a diff per stale file and one status line per file; raises ``CheckFailed`` naming
+    the packages to regenerate.
     """
-    root = state(ctx).root
-    specs = load_specs(select_names(root, names, all_, command=command), root)
+    packages = load_selected(ctx, names, all_, command=command)
     if all_:
-        specs = [s for s in specs if getattr(s, section) is not None]
+        packages = [p for p in packages if getattr(p.spec, section) is not None]
     else:
-        without = [s.name for s in specs if getattr(s, section) is None]
+        without = [p.name for p in packages if getattr(p.spec, section) is None]
         if without:
             raise UsageError(f"{', '.join(without)}: no {section} section in the spec, so no {what}")
     bad = []
-    for spec in specs:
-        path = path_for(spec, root)
-        label = path.relative_to(root).as_posix()
-        result = sync(path, render(spec, root), check=check, label=label)
+    for package in packages:
+        path = path_for(package)
+        label = path.relative_to(package.root).as_posix()
+        text = text_of(make_plan(package))
+        assert text is not None
+        result = sync(path, text, check=check, label=label)
         if result.diff:
             echo(result.diff.rstrip("\n"))
         echo(f"{result.status:9}  {label}")
         if not result.ok:
-            bad.append(spec.name)
+            bad.append(package.name)
     if bad:
         raise CheckFailed(f"{len(bad)} {what}(s) out of date; regenerate and commit: modelpkg {command} {' '.join(bad)}")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from packager.commands.common import sync_generated
-from packager.dockerfile import dockerfile_path, render_dockerfile
+from packager.dockerfile import dockerfile_path
 
 
 def dockerfile_command(
@@ -18,4 +18,4 @@ def dockerfile_command(
 ) -> None:
     """Render image.dockerfile (default dockerfiles/<name>.Dockerfile) from the spec's template parts."""
     sync_generated(ctx, names, all_, check, command="dockerfile", section="image", what="Dockerfile",
-                   path_for=dockerfile_path, render=render_dockerfile)
+                   path_for=dockerfile_path, text_of=lambda plan: plan.dockerfile)

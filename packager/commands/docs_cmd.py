@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from packager.commands.common import sync_generated
-from packager.docs import docs_path, render_readme
+from packager.docs import docs_path
 
 
 def docs_command(
@@ -18,4 +18,4 @@ def docs_command(
 ) -> None:
     """Render the package README (docs.parts) to docs.output (default docs/packages/<name>.md)."""
     sync_generated(ctx, names, all_, check, command="docs", section="docs", what="README",
-                   path_for=docs_path, render=render_readme)
+                   path_for=docs_path, text_of=lambda plan: plan.readme)

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from packager.commands.common import state
-from packager.errors import ModelpkgError
+from packager.commands.common import load_selected
+from packager.package import Package
 from packager.image.actions import BuildOptions, build_image, run_quickstart
 from packager.image.context import parse_key_values, secrets as parse_secrets
 from packager.image.select import BUILDER_NAMES, select_builder
@@ -46,25 +46,15 @@ def _log(line: str) -> None:
     sys.stdout.flush()
 
 
-def _fail(ctx: typer.Context, exc: ModelpkgError) -> typer.Exit:
-    if state(ctx).debug:  # `modelpkg --debug image ...`: the top-level group prints the traceback
-        raise exc
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(exc.exit_code)
-
-
-def _load(ctx: typer.Context, name: str):
-    """The spec and the repository root (`modelpkg --root DIR` or $MODELPKG_ROOT or found)."""
-    from packager.repo import load_spec
-
-    root = state(ctx).root
-    return load_spec(name, root), root
+def _load(ctx: typer.Context, name: str) -> Package:
+    """The package from the command's repository root (`--root`, $MODELPKG_ROOT, or found)."""
+    return load_selected(ctx, [name], False, command="image")[0]
 
 
 @app.command("build")
 def build_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Package name (specs/NAME.yaml).")],
+    name: Annotated[str, typer.Argument(help="Package name (modelpkg list shows them).")],
     builder: BuilderOpt = "auto",
     tag: TagOpt = None,
     base_image: Annotated[Optional[str], typer.Option(help="Override ARG BASE_IMAGE, e.g. localhost/modelpkg-base:bookworm.")] = None,
@@ -81,35 +71,32 @@ def build_command(
     Proxy variables set in the environment (http_proxy, https_proxy, no_proxy and upper case)
     are passed as build args only, so they never end up in the image.
     """
-    try:
-        spec, resolved_root = _load(ctx, name)
-        options = BuildOptions(
-            tag=tag,
-            base_image=base_image,
-            build_args=parse_key_values(build_arg or [], "--build-arg"),
-            secrets=parse_secrets(secret or [], ca_bundle),
-            layers=not no_cache,
-            keep_context=context_dir,
-        )
-        chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
-        _log(f"image: building {name} with {chosen.name}")
-        result = build_image(spec, chosen, options, _log, resolved_root)
-    except ModelpkgError as exc:
-        raise _fail(ctx, exc) from None
+    package = _load(ctx, name)
+    options = BuildOptions(
+        tag=tag,
+        base_image=base_image,
+        build_args=parse_key_values(build_arg or [], "--build-arg"),
+        secrets=parse_secrets(secret or [], ca_bundle),
+        layers=not no_cache,
+        keep_context=context_dir,
+    )
+    chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
+    _log(f"image: building {name} with {chosen.name}")
+    result = build_image(package, chosen, options, _log)
     _log(f"image: built {result.tag} (id {result.image_id[:12]}) with {result.builder} in {result.seconds:.1f} s")
 
 
 @app.command("run")
 def run_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Package name (specs/NAME.yaml).")],
+    name: Annotated[str, typer.Argument(help="Package name (modelpkg list shows them).")],
     script: Annotated[str, typer.Argument(help="Quickstart script file name, e.g. bfloat16_squad_training_demo.sh.")],
     args: Annotated[Optional[list[str]], typer.Argument(help="Arguments for the script (after --).")] = None,
     builder: BuilderOpt = "auto",
     tag: TagOpt = None,
     env: Annotated[Optional[list[str]], typer.Option("--env", "-e", help="NAME=VALUE for the container (repeatable); NAME alone takes $NAME.")] = None,
     volume: Annotated[Optional[list[str]], typer.Option("--volume", "-v", help="HOST[:CONTAINER][:ro] (repeatable).")] = None,
-    privileged: Annotated[bool, typer.Option(help="docker only: run privileged (as seed 000's docker run does).")] = False,
+    privileged: Annotated[bool, typer.Option(help="docker only: run privileged (as Intel's documented docker run does).")] = False,
     storage_driver: StorageOpt = None,
     isolation: IsolationOpt = "chroot",
 ) -> None:
@@ -119,15 +106,12 @@ def run_command(
     set here are forwarded, with proxies; the folders are mounted at the same path.
     Exits with the script's exit status.
     """
-    try:
-        spec, _ = _load(ctx, name)
-        chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
-        code = run_quickstart(
-            spec, chosen, script, args or [], log=_log, tag=tag,
-            env=parse_key_values(env or [], "--env"), volumes=volume or [], privileged=privileged,
-        )
-    except ModelpkgError as exc:
-        raise _fail(ctx, exc) from None
+    spec = _load(ctx, name).spec
+    chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
+    code = run_quickstart(
+        spec, chosen, script, args or [], log=_log, tag=tag,
+        env=parse_key_values(env or [], "--env"), volumes=volume or [], privileged=privileged,
+    )
     if code != 0:
         typer.echo(f"error: quickstart/{Path(script).name} exited with status {code}", err=True)
     raise typer.Exit(code)

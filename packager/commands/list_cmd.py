@@ -9,21 +9,22 @@ import typer
 
 from packager.commands.common import echo, state
 from packager.errors import SpecError
-from packager.repo import load_spec, spec_names
+from packager.package import load_packages, package_names
+from packager.specfile import spec_index
 
 
 def list_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of objects (name, title, framework, precision, mode, hardware, image, wrapper).")] = False,
 ) -> None:
-    """List the packages (one per specs/<name>.yaml). A spec that does not parse is reported
-    after the list (exit 2); the others are still listed."""
+    """List the packages (one per specs/<name>.yaml, or one per variant). A spec that does not
+    parse is reported after the list (exit 2); the others are still listed."""
     root = state(ctx).root
     specs: list = []
-    problems: list = []
-    for name in spec_names(root):
+    _, problems = spec_index(root)
+    for name in package_names(root):
         try:
-            specs.append(load_spec(name, root, check=False))
+            specs.append(load_packages([name], root)[0].spec)
         except SpecError as exc:
             problems += exc.problems
     rows = [

@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 import yaml
 
-from packager.archive import model_package_path, plan_model_package, wrapper_package_path
-from packager.commands.common import echo, state
-from packager.repo import load_spec
+from packager.commands.common import echo, load_selected
+from packager.plan import PackagePlan, make_plan
 
 
 class _LiteralDumper(yaml.SafeDumper):
@@ -22,39 +21,40 @@ _LiteralDumper.add_representer(
 )
 
 
-def describe(spec, root, out_dir="output") -> list[str]:
+def describe(plan: PackagePlan) -> list[str]:
     """Lines shared by ``show`` and the start of ``build``."""
-    files = plan_model_package(spec, root, manifest=False)
+    spec = plan.package.spec
     lines = [f"package  {spec.name}  ({spec.spec_label})"]
     lines.append(f"  {spec.framework}, {', '.join(spec.precisions)}, {spec.mode}, {spec.hardware}")
-    lines.append(f"  files    {len(files) + 1} (incl. MANIFEST.sha256), {sum(len(f.data) if f.data is not None else f.source.stat().st_size for f in files)} bytes")
+    lines.append(f"  files    {len(plan.model.files)} (incl. MANIFEST.sha256), {plan.model.size} bytes")
     lines.append(f"  image    {spec.image.reference if spec.image else '-'}")
-    lines.append(f"  outputs  {model_package_path(spec, out_dir)}"
-                 + (f", {wrapper_package_path(spec, out_dir)}" if spec.wrapper.enabled else ""))
+    lines.append("  outputs  " + ", ".join(str(a.path) for a in plan.archives))
     return lines
 
 
 def show_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Package name (specs/<name>.yaml).", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Package name (modelpkg list shows them).", show_default=False)],
 ) -> None:
-    """Print the resolved spec (defaults filled in), the files that will be packed and the image tag."""
-    root = state(ctx).root
-    spec = load_spec(name, root)
+    """Print the resolved spec (defaults, variants and file sets filled in), the files that will be packed and the image tag."""
+    package = load_selected(ctx, [name], False, command="show")[0]
+    plan = make_plan(package)
+    spec = package.spec
     echo(f"# {spec.spec_label}, resolved")
     echo(yaml.dump(spec.summary(), Dumper=_LiteralDumper, sort_keys=False, width=100).rstrip())
+    if package.files and spec.filesets:
+        echo("# files entries, file sets resolved")
+        for origin, entry in package.files:
+            echo(f"#   {origin}: {entry.source} -> {entry.destination}")
     echo()
-    files = plan_model_package(spec, root, manifest=False)
-    echo(f"# files in {spec.name}.tar.gz (under {spec.name}/)")
-    for item in files:
-        size = len(item.data) if item.data is not None else item.source.stat().st_size
-        echo(f"{item.mode:04o}  {size:>9}  {item.path}")
-    echo(f"0644  {'-':>9}  MANIFEST.sha256")
+    echo(f"# files in {plan.model.path.name} (under {spec.name}/)")
+    for item in plan.model.files:
+        echo(f"{item.mode:04o}  {item.size:>9}  {item.path}")
     echo()
     if spec.image is not None:
         echo(f"image: {spec.image.reference}")
         echo(f"dockerfile: {spec.image.dockerfile}")
     else:
         echo("image: - (no image section)")
-    if spec.wrapper.enabled:
-        echo(f"wrapper package: output/wrapper_packages/{spec.name}.tar.gz")
+    if plan.wrapper is not None:
+        echo(f"wrapper package: {plan.wrapper.path}")

@@ -7,20 +7,31 @@ from typing import Annotated, Optional
 import typer
 
 from packager.commands.common import echo, state
-from packager.plan import plan_files
-from packager.repo import load_specs
+from packager.errors import Problem, SpecError
+from packager.package import load_packages
+from packager.plan import make_plan
 
 
 def validate_command(
     ctx: typer.Context,
-    names: Annotated[Optional[list[str]], typer.Argument(help="Package names (specs/<name>.yaml); all specs when none is given.", show_default=False)] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(help="Package names; all packages when none is given.", show_default=False)] = None,
 ) -> None:
-    """Validate specs: keys, names, paths, sources, quickstart scripts, template parts. Exit 2 on a problem."""
+    """Validate specs: keys, names, paths, sources, quickstart scripts, template parts (by planning each package). Exit 2 on a problem."""
     root = state(ctx).root
-    specs = load_specs(names or None, root, check=True)
-    if not specs:
+    packages = load_packages(names or None, root)
+    if not packages:
         echo(f"no specs in {root / 'specs'}")
         return
-    for spec in specs:
-        count = len(plan_files(spec, root).files)
-        echo(f"ok  {spec.name}  ({spec.spec_label}, {count} files)")
+    problems: list[Problem] = []
+    lines = []
+    for package in packages:
+        try:
+            plan = make_plan(package)
+        except SpecError as exc:
+            problems += exc.problems
+            continue
+        lines.append(f"ok  {package.name}  ({package.label}, {len(plan.model.files)} files)")
+    for line in lines:
+        echo(line)
+    if problems:
+        raise SpecError(problems)

@@ -9,14 +9,18 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from packager.errors import ModelpkgError
+from packager.archive import write_plan
+from packager.conventions import context_package_path
+from packager.dockerfile import render_dockerfile
 from packager.image.base import Builder, BuildRequest, BuildResult, ImageBuildError, ImageError, LogFn, Secret
 from packager.image.buildah import BuildahBuilder
 from packager.image.context import build_args as merge_build_args
 from packager.image.context import run_request, write_context
+from packager.package import Package
+from packager.plan import make_plan
 from packager.spec import Spec
 
 
@@ -36,19 +40,17 @@ def image_reference(spec: Spec, tag: str | None = None) -> str:
     return tag or spec.image.reference
 
 
-def prepare_context(spec: Spec, context_dir: Path, root: Path | None, *, buildkit: bool) -> Path:
-    """Write the package archive and the Dockerfile into `context_dir`; returns the Dockerfile.
-
-    `buildkit=False` renders RUN lines without `--mount` (the Docker SDK's classic builder).
-    """
-    from packager.archive import build_model_package
-    from packager.dockerfile import render_dockerfile
-
-    text = render_dockerfile(spec, root, pip_cert_secret=buildkit)
+def prepare_context(package: Package, context_dir: Path, *, buildkit: bool) -> Path:
+    """Write the package archive and the Dockerfile (both from one plan) into `context_dir`;
+    returns the Dockerfile. `buildkit=False` renders RUN lines without `--mount` (the Docker
+    SDK's classic builder)."""
     archive_dir = context_dir.parent / f".{context_dir.name}-archive"
-    archive = build_model_package(spec, archive_dir, root)
+    plan = make_plan(package, archive_dir)
+    assert plan.dockerfile is not None
+    text = plan.dockerfile if buildkit else render_dockerfile(package, pip_cert_secret=False)
+    (archive,) = write_plan(replace(plan, wrapper=None))
     try:
-        return write_context(context_dir, text, archive, spec.name)
+        return write_context(context_dir, text, archive, package.name)
     finally:
         archive.unlink(missing_ok=True)
         try:
@@ -57,9 +59,8 @@ def prepare_context(spec: Spec, context_dir: Path, root: Path | None, *, buildki
             pass
 
 
-def build_image(
-    spec: Spec, builder: Builder, options: BuildOptions, log: LogFn, root: Path | None = None
-) -> BuildResult:
+def build_image(package: Package, builder: Builder, options: BuildOptions, log: LogFn) -> BuildResult:
+    spec = package.spec
     tag = image_reference(spec, options.tag)
     assert spec.image is not None
     args = merge_build_args(spec.image.build_args, options.build_args, options.base_image)
@@ -67,8 +68,8 @@ def build_image(
 
     def _build(context_dir: Path) -> BuildResult:
         start = time.monotonic()
-        prepare_context(spec, context_dir, root, buildkit=buildkit)
-        log(f"build context: {context_dir} (Dockerfile, model_packages/{spec.name}.tar.gz) "
+        prepare_context(package, context_dir, buildkit=buildkit)
+        log(f"build context: {context_dir} (Dockerfile, {context_package_path(spec.name)}) "
             f"in {time.monotonic() - start:.1f} s")
         request = BuildRequest(
             context_dir=context_dir, tag=tag, build_args=args, secrets=options.secrets,
@@ -82,31 +83,12 @@ def build_image(
         with tempfile.TemporaryDirectory(prefix=f"modelpkg-image-{spec.name}-") as tmp:
             return _build(Path(tmp) / "context")
     except ImageBuildError as exc:
-        base = args.get("BASE_IMAGE", spec.image.base_image)
-        hint = _base_image_hint(spec, base, root) if exc.step and "FROM" in exc.step.upper() else None
-        if hint is None:
+        base = spec.wrapper.base_image_spec
+        if base is None or not (exc.step and "FROM" in exc.step.upper()):
             raise
+        hint = (f"the base image {args.get('BASE_IMAGE', spec.image.base_image)} is built from the package "
+                f"{base}: run `modelpkg image build {base}` first (or pass --base-image IMAGE)")
         raise ImageBuildError(exc.builder, exc.step, exc.tail, f"{exc.reason}; {hint}" if exc.reason else hint) from exc
-
-
-def _base_image_hint(spec: Spec, base: str, root: Path | None) -> str | None:
-    """When the base image is another spec's image (seed 001: the IPEX base), say to build it."""
-    from packager.repo import load_spec, spec_names
-
-    root = root or spec.root
-    if root is None:
-        return None
-    candidates = [spec.wrapper.base_image_spec] if spec.wrapper.base_image_spec else []
-    candidates += [n for n in spec_names(root) if n not in candidates and n != spec.name]
-    for name in candidates:
-        try:
-            other = load_spec(name, root, check=False)
-        except ModelpkgError:
-            continue
-        if other.image is not None and other.image.reference == base:
-            return (f"the base image {base} is built from specs/{name}.yaml: run "
-                    f"`modelpkg image build {name}` first (or pass --base-image IMAGE)")
-    return None
 
 
 def quickstart_env(spec: Spec, script: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -133,12 +115,9 @@ def run_quickstart(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     required, optional = quickstart_env(spec, script)
-    mount_vars: tuple[str, ...] = ("CHECKPOINT_DIR", "DATASET_DIR", "OUTPUT_DIR")
-    if spec.wrapper.run is not None and spec.wrapper.run.mounts:
-        mount_vars = tuple(dict.fromkeys([*spec.wrapper.run.mounts, *mount_vars]))
     request = run_request(
         image_reference(spec, tag), Path(script).name, script_args,
-        required_env=required, optional_env=optional, mount_vars=mount_vars,
+        required_env=required, optional_env=optional, mount_vars=spec.path_vars,
         extra_env=env, volumes=volumes, environ=environ, privileged=privileged, package=spec.name,
     )
     return builder.run(request, log)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from packager.conventions import is_proxy_var
 from packager.errors import ModelpkgError
 
 LogFn = Callable[[str], None]
@@ -164,7 +165,7 @@ def printable_argv(argv: Iterable[str]) -> str:
     for arg in argv:
         if hide_next:
             key = arg.partition("=")[0]
-            if key.lower().endswith("_proxy") and "=" in arg:
+            if is_proxy_var(key) and "=" in arg:
                 arg = f"{key}=***"
             hide_next = False
         elif arg in ("--build-arg", "--env", "-e"):

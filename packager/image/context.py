@@ -14,15 +14,9 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
+from packager.conventions import OUTPUT_VARS, PIP_CERT_SECRET, PROXY_VARS, context_package_path
 from packager.image.base import ImageError, Mount, RunRequest, Secret
 
-PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
-PIP_CERT_SECRET = "pip_cert"
-PACKAGE_DIR = "model_packages"
-# Env vars a quickstart reads that name host folders: mounted at the same path (seed 000).
-DEFAULT_MOUNT_VARS = ("CHECKPOINT_DIR", "DATASET_DIR", "OUTPUT_DIR")
-# Created on the host when missing (an output), instead of failing.
-CREATE_IF_MISSING = ("OUTPUT_DIR",)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -88,9 +82,8 @@ def write_context(context_dir: Path, dockerfile_text: str, archive: Path, name: 
     context_dir.mkdir(parents=True, exist_ok=True)
     dockerfile = context_dir / "Dockerfile"
     dockerfile.write_text(dockerfile_text)
-    packages = context_dir / PACKAGE_DIR
-    packages.mkdir(exist_ok=True)
-    target = packages / f"{name}.tar.gz"
+    target = context_dir / context_package_path(name)
+    target.parent.mkdir(exist_ok=True)
     # A hard link is free and leaves the layer cache key (the content) unchanged.
     try:
         os.link(archive, target)
@@ -100,7 +93,7 @@ def write_context(context_dir: Path, dockerfile_text: str, archive: Path, name: 
 
 
 def parse_volume(text: str) -> Mount:
-    """`HOST[:CONTAINER][:ro|rw]` (CONTAINER defaults to HOST, as seed 000 mounts)."""
+    """`HOST[:CONTAINER][:ro|rw]` (CONTAINER defaults to HOST: the same path in the container)."""
     parts = text.split(":")
     mode = "rw"
     if len(parts) > 1 and parts[-1] in ("ro", "rw"):
@@ -123,7 +116,7 @@ def run_request(
     *,
     required_env: Iterable[str],
     optional_env: Iterable[str],
-    mount_vars: Iterable[str] = DEFAULT_MOUNT_VARS,
+    mount_vars: Iterable[str] = (),
     extra_env: Mapping[str, str] | None = None,
     volumes: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
@@ -163,7 +156,7 @@ def run_request(
         if not path.is_absolute():
             raise ImageError(f"{name}={value} must be an absolute path (it is mounted at the same path in the container)")
         if not path.exists():
-            if name in CREATE_IF_MISSING:
+            if name in OUTPUT_VARS:
                 path.mkdir(parents=True, exist_ok=True)
             else:
                 raise ImageError(f"{name}={value} does not exist; set {name} to an existing folder")

@@ -21,7 +21,7 @@ docker build -f {{ name }}.Dockerfile -t {{ image.reference }} .
 WRAPPER_RUN = """#!/usr/bin/env bash
 set -euo pipefail
 SCRIPT="${SCRIPT:-{{ run.default_script }}}"
-docker run{% for v in run.mounts %} --volume "${{ '{' }}{{ v }}{{ '}' }}:${{ '{' }}{{ v }}{{ '}' }}"{% endfor %} {{ image.reference }} /bin/bash "quickstart/${SCRIPT}"
+docker run{% for v in mounts %} --volume "${{ '{' }}{{ v }}{{ '}' }}:${{ '{' }}{{ v }}{{ '}' }}"{% endfor %} {{ image.reference }} /bin/bash "quickstart/${SCRIPT}"
 """
 
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from packager import archive
-from packager.archive import build_model_package, build_package, build_wrapper_package, write_archive
+from packager.archive import build_package, write_archive
 from packager.errors import BuildError
 from packager.plan import PlannedFile, glob_regex
-from packager.repo import load_spec
+from packager.package import load_package
 from tests.packager.packager_fixtures import NAME, base_spec
 
 
 def build(repo, out: Path) -> Path:
-    return build_model_package(load_spec(NAME, repo.root), out)
+    return build_package(load_package(NAME, repo.root), out)[0]
 
 
 def test_layout_modes_and_owners(repo, tmp_path):
@@ -46,6 +46,7 @@ def test_layout_modes_and_owners(repo, tmp_path):
         f"{NAME}/models/demo/data/vocab.txt",
         f"{NAME}/models/demo/run.py",
         f"{NAME}/models/demo/train.py",
+        f"{NAME}/package_info.json",
         f"{NAME}/quickstart",
         f"{NAME}/quickstart/lib.sh",
         f"{NAME}/quickstart/run_demo.sh",
@@ -119,8 +120,8 @@ def test_extracts_under_data_filter_and_manifest_verifies(repo, tmp_path):
 def test_readme_inside_matches_docs_render(repo, tmp_path):
     from packager.docs import render_readme
 
-    spec = load_spec(NAME, repo.root)
-    with tarfile.open(build_model_package(spec, tmp_path)) as tar:
+    spec = load_package(NAME, repo.root)
+    with tarfile.open(build_package(spec, tmp_path)[0]) as tar:
         inside = tar.extractfile(f"{NAME}/README.md").read().decode()
     assert inside == render_readme(spec)
     assert "# Demo FP32 training" in inside
@@ -136,7 +137,7 @@ def test_no_readme_when_docs_readme_false(repo, tmp_path):
 
 def test_interrupted_write_leaves_no_partial_archive(repo, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    spec = load_spec(NAME, repo.root)
+    spec = load_package(NAME, repo.root)
     target = out / f"{NAME}.tar.gz"
 
     calls = {"n": 0}
@@ -149,18 +150,18 @@ def test_interrupted_write_leaves_no_partial_archive(repo, tmp_path, monkeypatch
         return real_addfile(self, tarinfo, fileobj)
 
     monkeypatch.setattr(tarfile.TarFile, "addfile", failing_addfile)
-    with pytest.raises(OSError, match="No space left"):
-        build_model_package(spec, out)
+    with pytest.raises(BuildError, match="No space left"):
+        build_package(spec, out)
     assert not target.exists()
     assert list(out.iterdir()) == []  # no temp file left behind
 
     # a previous good archive stays untouched
     monkeypatch.setattr(tarfile.TarFile, "addfile", real_addfile)
-    good = build_model_package(spec, out).read_bytes()
+    good = build_package(spec, out)[0].read_bytes()
     calls["n"] = 0
     monkeypatch.setattr(tarfile.TarFile, "addfile", failing_addfile)
-    with pytest.raises(OSError):
-        build_model_package(spec, out)
+    with pytest.raises(BuildError):
+        build_package(spec, out)
     assert target.read_bytes() == good
     assert [p.name for p in out.iterdir()] == [target.name]
 
@@ -169,7 +170,7 @@ def test_build_package_translates_os_errors(repo, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(BuildError, match="cannot write the package"):
-        build_package(load_spec(NAME, repo.root), blocker / "out")
+        build_package(load_package(NAME, repo.root), blocker / "out")
 
 
 def test_write_archive_long_and_unicode_names(tmp_path):
@@ -198,12 +199,12 @@ def test_glob(pattern, path, hit):
 
 def wrapper_spec(repo):
     data = base_spec()
-    data["wrapper"] = {"enabled": True, "run": {"default_script": "run_demo.sh", "mounts": ["DATASET_DIR"]}}
+    data["wrapper"] = {"enabled": True, "run": {"default_script": "run_demo.sh"}}
     repo.write_spec(data)
-    return load_spec(NAME, repo.root)
+    return load_package(NAME, repo.root)
 
 
-def test_wrapper_package_has_seed_001_tree(repo, tmp_path):
+def test_wrapper_package_has_the_container_package_tree(repo, tmp_path):
     spec = wrapper_spec(repo)
     outputs = build_package(spec, tmp_path / "out")
     assert outputs == [tmp_path / "out" / f"{NAME}.tar.gz", tmp_path / "out/wrapper_packages" / f"{NAME}.tar.gz"]
@@ -232,5 +233,5 @@ def test_wrapper_package_has_seed_001_tree(repo, tmp_path):
     assert 'SCRIPT="${SCRIPT:-run_demo.sh}"' in run_sh
     assert '--volume "${DATASET_DIR}:${DATASET_DIR}"' in run_sh
     # reproducible too
-    again = build_wrapper_package(spec, tmp_path / "again")
+    again = build_package(spec, tmp_path / "again")[1]
     assert again.read_bytes() == outputs[1].read_bytes()

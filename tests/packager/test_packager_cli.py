@@ -171,7 +171,7 @@ def test_unexpected_error_is_reported_without_traceback(repo, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(validate, "load_specs", boom)
+    monkeypatch.setattr(validate, "load_packages", boom)
     result = run(repo, "validate")
     assert result.exit_code == 70
     assert "internal error: RuntimeError: kaboom" in result.output and "Traceback" not in result.output

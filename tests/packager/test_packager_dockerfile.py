@@ -7,7 +7,7 @@ import re
 import pytest
 
 from packager.dockerfile import render_dockerfile, render_part
-from packager.repo import load_spec
+from packager.package import load_package
 from tests.packager.packager_fixtures import NAME, base_spec
 
 ALL_PARTS = ["base", "python", "tensorflow", "pytorch", "openmpi", "numactl", "ssh", "apt_packages",
@@ -121,7 +121,7 @@ def spec(repo):
     data["image"]["build_args"]["PIP_PACKAGES"] = "tokenizers==0.22.1 pyyaml"
     data["image"]["env"] = {"OMP_NUM_THREADS": "4", "B": "x y"}
     repo.write_spec(data)
-    return load_spec(NAME, repo.root)
+    return load_package(NAME, repo.root)
 
 
 def test_every_generic_part_has_a_golden_text(repo):
@@ -146,7 +146,7 @@ def test_env_part_without_env_is_only_a_comment(repo):
     data["image"]["parts"] = ["base", "env"]
     data["image"]["build_args"] = {}
     repo.write_spec(data)
-    assert render_part(load_spec(NAME, repo.root), "env") == "# env: runtime environment from the spec's image.env\n"
+    assert render_part(load_package(NAME, repo.root), "env") == "# env: runtime environment from the spec's image.env\n"
 
 
 def test_composed_dockerfile(spec):
@@ -171,5 +171,5 @@ def test_base_image_default_from_spec(repo):
     data = base_spec()
     data["image"]["base_image"] = "model-zoo:pytorch-ipex-spr"
     repo.write_spec(data)
-    text = render_dockerfile(load_spec(NAME, repo.root))
+    text = render_dockerfile(load_package(NAME, repo.root))
     assert "ARG BASE_IMAGE=model-zoo:pytorch-ipex-spr\nFROM ${BASE_IMAGE}\n" in text

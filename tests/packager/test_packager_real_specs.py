@@ -9,24 +9,23 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from packager.archive import plan_model_package
 from packager.cli import app
-from packager.dockerfile import render_dockerfile
-from packager.repo import load_spec, spec_names
+from packager.plan import make_plan
+from packager.package import load_package, package_names
 from tests.packager.packager_fixtures import REPO
 
-NAMES = spec_names(REPO)
+NAMES = package_names(REPO)
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not NAMES, reason="no specs in specs/ yet")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_real_spec_is_valid_and_renders(name):
-    spec = load_spec(name, REPO)
-    files = [f.path for f in plan_model_package(spec, REPO, manifest=False)]
+    plan = make_plan(load_package(name, REPO))
+    files = [f.path for f in plan.model.files]
     assert "quickstart/lib.sh" in files and "licenses/LICENSE" in files
-    if spec.image is not None:
-        assert render_dockerfile(spec, REPO).count("FROM ${BASE_IMAGE}") == 1
+    if plan.package.spec.image is not None:
+        assert plan.dockerfile.count("FROM ${BASE_IMAGE}") == 1
 
 
 @pytest.mark.parametrize("command", ["dockerfile", "docs"])

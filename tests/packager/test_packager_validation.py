@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from packager.cli import app
 from packager.errors import SpecError, UsageError
-from packager.repo import load_spec
+from packager.package import load_package
+from packager.plan import make_plan
 
 from tests.packager.packager_fixtures import NAME, base_spec
 
@@ -20,13 +21,13 @@ def problems(repo, data=None) -> list[str]:
     if data is not None:
         repo.write_spec(data, name=NAME)
     with pytest.raises(SpecError) as info:
-        load_spec(NAME, repo.root)
+        make_plan(load_package(NAME, repo.root))  # the schema, then the repository checks
     assert info.value.exit_code == 2
     return [str(p) for p in info.value.problems]
 
 
 def test_fixture_spec_is_valid(repo):
-    spec = load_spec(NAME, repo.root)
+    spec = make_plan(load_package(NAME, repo.root)).package.spec
     assert spec.image.dockerfile == f"dockerfiles/{NAME}.Dockerfile"
     assert spec.image.workdir == f"/workspace/{NAME}"
     assert spec.docs.output == f"docs/packages/{NAME}.md"
@@ -112,7 +113,7 @@ def test_symlink_inside_the_repo_is_packed_as_a_file(repo):
     os.symlink("train.py", repo.root / "models/demo/alias.py")
     from packager.plan import plan_files
 
-    plan = plan_files(load_spec(NAME, repo.root), repo.root)
+    plan = plan_files(load_package(NAME, repo.root))
     assert not plan.problems
     assert "models/demo/alias.py" in [f.path for f in plan.files]
 
@@ -178,7 +179,7 @@ def test_image_part_order(repo):
     assert any("image.parts[3]: 'tensorflow' installs dependencies but comes after 'model_package'" in p for p in found), found
     data["image"]["parts"] = ["python", "base"]
     found = problems(repo, data)
-    assert any("image.parts[0]: is 'python'; the first part must be 'base'" in p for p in found), found
+    assert any("image.parts[0]: is 'python'; the first part must be a base part (base:" in p for p in found), found
 
 
 def test_build_arg_not_declared(repo):
@@ -207,7 +208,7 @@ def test_wrapper_without_templates(repo):
     data = base_spec()
     data["wrapper"] = {"enabled": True, "run": {"default_script": "run_demo.sh"}}
     repo.write_spec(data)
-    load_spec(NAME, repo.root)  # valid with the templates
+    make_plan(load_package(NAME, repo.root))  # valid with the templates
     (repo.root / "templates/wrapper/run.sh.j2").unlink()
     found = problems(repo)
     assert any("wrapper.enabled: a wrapper package needs templates/wrapper/run.sh.j2, which does not exist" in p
@@ -221,7 +222,7 @@ def test_wrapper_default_script_and_base_spec(repo):
     found = problems(repo, data)
     assert any("wrapper.run.default_script: 'phase1.sh' is not one of the spec's quickstart scripts (run_demo.sh)" in p
                for p in found), found
-    assert any("wrapper.base_image_spec: there is no spec specs/no-such-base.yaml" in p for p in found), found
+    assert any("wrapper.base_image_spec: no spec in specs/ defines a package 'no-such-base'" in p for p in found), found
 
 
 def test_duplicate_yaml_key_and_bad_yaml(repo):
@@ -243,7 +244,7 @@ def test_all_problems_are_reported_together(repo):
 
 def test_unknown_package_name(repo):
     with pytest.raises(UsageError, match="no package named 'demo-fp32-trainig'.*did you mean 'demo-fp32-training'"):
-        load_spec("demo-fp32-trainig", repo.root)
+        load_package("demo-fp32-trainig", repo.root)
 
 
 def test_cli_validate_exit_2_without_traceback(repo):
@@ -287,8 +288,8 @@ def test_misspelt_key_is_one_problem_not_also_a_missing_key(repo):
         f"specs/{NAME}.yaml: files[0].destinaton: unknown key 'destinaton'; did you mean 'destination'? "
         "(allowed: destination, exclude, source)",
         f"specs/{NAME}.yaml: hardwre: unknown key 'hardwre'; did you mean 'hardware'? "
-        "(allowed: description, docs, files, framework, hardware, image, licenses, mode, name, precision, "
-        "quickstart, title, wrapper)",
+        "(allowed: description, docs, env_help, files, filesets, framework, hardware, image, licenses, mode, "
+        "name, precision, quickstart, title, wrapper)",
         f"specs/{NAME}.yaml: image.tga: unknown key 'tga'; did you mean 'tag'? "
         "(allowed: base_image, build_args, dockerfile, env, name, parts, tag, workdir)",
     ], found
@@ -304,13 +305,24 @@ def test_missing_key_without_a_look_alike_is_still_reported(repo):
     assert len(found) == 2, found
 
 
-@pytest.mark.parametrize("value", ["bfloat61", 16])
-def test_wrong_precision_is_one_line(repo, value):
+@pytest.mark.parametrize("value, message", [
+    ("bfloat61", "'bfloat61' is not allowed; use one of fp32, avx-fp32, bf16, bf32"),
+    (16, "must be a string, got 16; quote it in YAML"),
+])
+def test_wrong_precision_is_one_line(repo, value, message):
     data = base_spec()
     data["precision"] = value
     found = problems(repo, data)
     assert len(found) == 1, found  # not also "precision: must be a list"
-    assert found[0].startswith(f"specs/{NAME}.yaml: precision: {value!r} is not allowed; use one of 'fp32'")
+    assert found[0].startswith(f"specs/{NAME}.yaml: precision: {message}"), found
+
+
+def test_precision_the_framework_does_not_run(repo):
+    data = base_spec()
+    data["precision"] = ["fp32", "bf32"]  # a PyTorch precision in a TensorFlow spec
+    found = problems(repo, data)
+    assert found == [f"specs/{NAME}.yaml: precision bf32 is not run by the tensorflow code; "
+                     "tensorflow packages support fp32, bf16"], found
 
 
 def test_misspelt_image_part_is_one_problem(repo):
@@ -357,8 +369,8 @@ def test_cli_typo_wrong_precision_missing_file_one_line_each(repo):
 def test_unknown_name_message_reads_cleanly(repo):
     result = runner.invoke(app, ["--root", str(repo.root), "build", "demo-fp32-trainig"])
     assert result.exit_code == 2
-    assert "(no specs/demo-fp32-trainig.yaml in" in result.output
-    assert "); did you mean 'demo-fp32-training'? Known: demo-fp32-training (modelpkg list)" in result.output
+    assert "no package named 'demo-fp32-trainig' in" in result.output
+    assert "/specs; did you mean 'demo-fp32-training'? Known: demo-fp32-training (modelpkg list)" in result.output
     assert ".;" not in result.output
     result = runner.invoke(app, ["--root", str(repo.root), "build", "zzz"])
-    assert result.exit_code == 2 and "). Known: demo-fp32-training" in result.output
+    assert result.exit_code == 2 and "/specs. Known: demo-fp32-training" in result.output

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from packager.archive import plan_model_package
 from packager.dockerfile import render_dockerfile, render_part
-from packager.repo import load_spec
+from packager.package import load_package
+from packager.plan import make_plan
 from tests.pytorch.conftest import REPO, SPEC
 
 IPEX_PART = '''\
@@ -20,16 +20,16 @@ RUN --mount=type=secret,id=pip_cert,required=false \\
 
 
 def test_ipex_part_golden_text():
-    spec = load_spec("pytorch-ipex-spr", REPO)
-    assert render_part(spec, "ipex", REPO) == IPEX_PART
+    package = load_package("pytorch-ipex-spr", REPO)
+    assert render_part(package, "ipex") == IPEX_PART
 
 
 def test_base_image_spec_is_image_only():
-    spec = load_spec("pytorch-ipex-spr", REPO)
-    assert spec.image.reference == "model-zoo:pytorch-ipex-spr"
-    files = [f.path for f in plan_model_package(spec, REPO, manifest=False)]
+    plan = make_plan(load_package("pytorch-ipex-spr", REPO))
+    assert plan.package.spec.image.reference == "model-zoo:pytorch-ipex-spr"
+    files = [f.path for f in plan.model.files]
     assert not any(f.startswith("models/") for f in files)
-    dockerfile = render_dockerfile(spec, REPO)
+    dockerfile = plan.dockerfile
     assert "ADD model_packages" not in dockerfile
     # torch and IPEX versions are pinned as a pair (IPEX 2.8 pairs with torch 2.8)
     assert "ARG TORCH_PACKAGE=torch==2.8.0" in dockerfile
@@ -37,11 +37,12 @@ def test_base_image_spec_is_image_only():
 
 
 def test_training_image_builds_on_the_base_image():
-    spec = load_spec(SPEC, REPO)
+    package = load_package(SPEC, REPO)
+    spec = package.spec
     assert spec.image.reference == "model-zoo:pytorch-bert-large-training"
-    assert spec.image.base_image == load_spec("pytorch-ipex-spr", REPO).image.reference
+    assert spec.image.base_image == load_package("pytorch-ipex-spr", REPO).spec.image.reference
     assert spec.wrapper.base_image_spec == "pytorch-ipex-spr"
-    dockerfile = render_dockerfile(spec, REPO)
+    dockerfile = render_dockerfile(package)
     # the training code's runtime needs beyond torch
     assert 'ARG PIP_PACKAGES="numpy safetensors crc32c"' in dockerfile
     assert dockerfile.rstrip().endswith('CMD ["/bin/bash"]')

@@ -1,0 +1,94 @@
+"""A package: one validated spec bound to the repository it comes from.
+
+``load_package(name, root)`` is the entry point for everything else: it finds the spec that
+defines ``name`` (a spec file, or one variant of a file with ``variants``), validates it, and
+resolves its file sets. Nothing after this looks up the repository root again.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from packager.errors import Problem, SpecError, UsageError
+from packager.spec import FileEntry, Spec
+from packager.specfile import SPECS_DIR, SpecSource, fileset_entries, parse_source, spec_index
+
+
+@dataclass(frozen=True)
+class Package:
+    """``spec`` of the repository at ``root`` (absolute), with its ``files`` entries resolved:
+    (origin key for messages, entry) for each, file sets first."""
+
+    spec: Spec
+    root: Path
+    source: SpecSource
+    files: tuple[tuple[str, FileEntry], ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def label(self) -> str:
+        return self.spec.spec_label
+
+
+def package_names(root: Path) -> list[str]:
+    """Every package name the repository's specs define (files that fail to read are skipped;
+    ``load_packages`` reports them)."""
+    index, _ = spec_index(root)
+    return sorted(index)
+
+
+def _unknown(name: str, index: dict[str, SpecSource], root: Path) -> UsageError:
+    names = sorted(index)
+    message = f"no package named {name!r} in {root / SPECS_DIR}"
+    close = difflib.get_close_matches(name, names, n=1)
+    message += f"; did you mean {close[0]!r}?" if close else "."
+    message += f" Known: {', '.join(names) or 'none'} (modelpkg list)"
+    return UsageError(message)
+
+
+def _load(source: SpecSource, root: Path) -> Package:
+    spec = parse_source(source, root)
+    own = [(f"files[{i}]", entry) for i, entry in enumerate(spec.files)]
+    return Package(spec, root, source, tuple(fileset_entries(spec, root) + own))
+
+
+def load_package(name: str, root: Path) -> Package:
+    """The package ``name``; ``UsageError`` for an unknown name, ``SpecError`` for a bad spec."""
+    return load_packages([name], root)[0]
+
+
+def load_packages(names: list[str] | None, root: Path) -> list[Package]:
+    """Several packages (all when ``names`` is None); one ``SpecError`` with every problem.
+
+    A spec file that cannot be read is a problem only when one of its packages is asked for
+    (or all are)."""
+    root = root.resolve()
+    index, unreadable = spec_index(root)
+    if names is None:
+        names = sorted(index)
+        problems: list[Problem] = list(unreadable)
+    else:
+        problems = []
+        for name in names:
+            if name not in index:
+                broken = [p for p in unreadable if Path(p.file).stem == name]
+                if broken:
+                    problems += broken
+                else:
+                    raise _unknown(name, index, root)
+    packages: list[Package] = []
+    for name in dict.fromkeys(names):
+        if name not in index:
+            continue
+        try:
+            packages.append(_load(index[name], root))
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    return packages
