@@ -51,8 +51,30 @@ def _unknown(name: str, index: dict[str, SpecSource], root: Path) -> UsageError:
     return UsageError(message)
 
 
-def _load(source: SpecSource, root: Path) -> Package:
-    spec = parse_source(source, root)
+def _with_base_image(spec: Spec, index: dict[str, SpecSource], root: Path) -> Spec:
+    """``image.base_package``: the base image is that package's image (one owner of the fact)."""
+    image = spec.image
+    if image is None or image.base_package is None:
+        return spec
+    key = "image.base_package"
+    source = index.get(image.base_package)
+    if source is None or source.name == spec.name:
+        close = difflib.get_close_matches(image.base_package, sorted(index), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SpecError([Problem(spec.spec_label, key, f"no other package named {image.base_package!r}{hint}")])
+    base = parse_source(source, root)
+    if base.image is None:
+        raise SpecError([Problem(spec.spec_label, key, f"{base.name} has no image section, so no image to build on")])
+    reference = base.image.reference
+    if "base_image" in image.model_fields_set and image.base_image != reference:
+        raise SpecError([Problem(spec.spec_label, "image.base_image",
+                                 f"{image.base_image!r} is not the image of {base.name} ({reference}); "
+                                 "drop base_image, base_package gives it")])
+    return spec.model_copy(update={"image": image.model_copy(update={"base_image": reference})})
+
+
+def _load(source: SpecSource, index: dict[str, SpecSource], root: Path) -> Package:
+    spec = _with_base_image(parse_source(source, root), index, root)
     own = [(f"files[{i}]", entry) for i, entry in enumerate(spec.files)]
     return Package(spec, root, source, tuple(fileset_entries(spec, root) + own))
 
@@ -86,7 +108,7 @@ def load_packages(names: list[str] | None, root: Path) -> list[Package]:
         if name not in index:
             continue
         try:
-            packages.append(_load(index[name], root))
+            packages.append(_load(index[name], index, root))
         except SpecError as exc:
             problems += exc.problems
     if problems:

@@ -29,7 +29,6 @@ from packager.conventions import (
 )
 from packager.errors import Problem, SpecError
 from packager.package import Package
-from packager.specfile import spec_index
 from packager.templates import available_parts, part_file
 from packager.wrapper import render_wrapper_scripts
 
@@ -323,9 +322,6 @@ def check_references(package: Package) -> list[Problem]:
             problems.append(Problem(label, "wrapper.run.default_script",
                                     f"{run.default_script!r} is not one of the spec's quickstart scripts "
                                     f"({', '.join(names) or 'none'})"))
-        base = spec.wrapper.base_image_spec
-        if base is not None and base not in spec_index(package.root)[0]:
-            problems.append(Problem(label, "wrapper.base_image_spec", f"no spec in specs/ defines a package {base!r}"))
     required, optional = spec.all_env
     used = set(required) | set(optional)
     if spec.wrapper.run is not None:

@@ -122,6 +122,8 @@ class Image(_Model):
     name: str = Field(pattern=IMAGE_NAME_PATTERN)
     tag: str = Field(pattern=TAG_PATTERN)
     base_image: str = Field(default="debian:bookworm-slim", min_length=1)
+    # the package whose image this one builds on: base_image defaults to its image reference
+    base_package: str | None = Field(default=None, pattern=NAME_PATTERN)
     dockerfile: RelPath  # default dockerfiles/<name>.Dockerfile (filled in by Spec)
     parts: tuple[PartName, ...] = Field(min_length=1)
     build_args: dict[EnvName, str] = {}
@@ -168,7 +170,6 @@ class Wrapper(_Model):
     """The container ("wrapper") package: build.sh, run.sh, the Dockerfile, the model package."""
 
     enabled: bool = False
-    base_image_spec: str | None = Field(default=None, pattern=NAME_PATTERN)
     run: WrapperRun | None = None
 
 

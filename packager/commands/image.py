@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from packager.commands.common import load_selected
+from packager.commands.common import ModelpkgGroup, load_selected
 from packager.package import Package
 from packager.image.actions import BuildOptions, build_image, run_quickstart
 from packager.image.context import parse_key_values, secrets as parse_secrets
 from packager.image.select import BUILDER_NAMES, select_builder
 
 app = typer.Typer(
+    cls=ModelpkgGroup,  # the same exit point when this group runs on its own
     name="image",
     help="Build a package's container image (Docker SDK or daemonless buildah) and run quickstarts in it.",
     no_args_is_help=True,

@@ -83,11 +83,11 @@ def build_image(package: Package, builder: Builder, options: BuildOptions, log: 
         with tempfile.TemporaryDirectory(prefix=f"modelpkg-image-{spec.name}-") as tmp:
             return _build(Path(tmp) / "context")
     except ImageBuildError as exc:
-        base = spec.wrapper.base_image_spec
-        if base is None or not (exc.step and "FROM" in exc.step.upper()):
+        base, used = spec.image.base_package, args.get("BASE_IMAGE", spec.image.base_image)
+        if base is None or used != spec.image.base_image or not (exc.step and "FROM" in exc.step.upper()):
             raise
-        hint = (f"the base image {args.get('BASE_IMAGE', spec.image.base_image)} is built from the package "
-                f"{base}: run `modelpkg image build {base}` first (or pass --base-image IMAGE)")
+        hint = (f"the base image {used} is built from the package {base}: run "
+                f"`modelpkg image build {base}` first (or pass --base-image IMAGE)")
         raise ImageBuildError(exc.builder, exc.step, exc.tail, f"{exc.reason}; {hint}" if exc.reason else hint) from exc
 
 

@@ -12,7 +12,7 @@ from packager.commands.image import app
 from packager.image import ImageError, Secret
 from packager.image.actions import prepare_context
 from packager.image.context import build_args, proxy_build_args, secrets
-from packager.repo import load_spec
+from packager.package import load_package
 
 runner = CliRunner()
 
@@ -28,9 +28,9 @@ def _pairs(argv: list[str], flag: str) -> list[str]:
 
 
 def test_context_holds_exactly_the_dockerfile_and_the_package(tiny_repo, tmp_path):
-    spec = load_spec("tiny-pkg", tiny_repo)
+    spec = load_package("tiny-pkg", tiny_repo)
     context = tmp_path / "ctx"
-    dockerfile = prepare_context(spec, context, tiny_repo, buildkit=True)
+    dockerfile = prepare_context(spec, context, buildkit=True)
     files = sorted(p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file())
     assert files == ["Dockerfile", "model_packages/tiny-pkg.tar.gz"]
     text = dockerfile.read_text()
@@ -45,8 +45,8 @@ def test_context_holds_exactly_the_dockerfile_and_the_package(tiny_repo, tmp_pat
 
 
 def test_classic_docker_context_has_no_buildkit_mounts(tiny_repo, tmp_path):
-    spec = load_spec("tiny-pkg", tiny_repo)
-    text = prepare_context(spec, tmp_path / "ctx", tiny_repo, buildkit=False).read_text()
+    spec = load_package("tiny-pkg", tiny_repo)
+    text = prepare_context(spec, tmp_path / "ctx", buildkit=False).read_text()
     assert "--mount" not in text
 
 
@@ -178,18 +178,18 @@ def test_missing_base_image_built_from_another_spec_says_to_build_that_first(
     tiny_repo, fake_buildah, monkeypatch, clean_proxy_env
 ):
     spec_file = tiny_repo / "specs" / "tiny-pkg.yaml"
-    spec_file.write_text(spec_file.read_text().replace("base_image: debian:bookworm-slim",
-                                                       "base_image: local/tiny-base:1"))
     base_spec = spec_file.read_text().replace("name: tiny-pkg", "name: tiny-base").replace(
         "name: local/tiny", "name: local/tiny-base").replace("tag: tiny-latest", "tag: '1'")
+    spec_file.write_text(spec_file.read_text().replace("base_image: debian:bookworm-slim",
+                                                       "base_package: tiny-base"))
     (tiny_repo / "specs" / "tiny-base.yaml").write_text(base_spec)
     monkeypatch.setenv("FAKE_BUILDAH_NO_BASE", "1")
     result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah"])
     assert result.exit_code == 1
     assert "buildah build failed at step: STEP 1/3: FROM" in result.stderr
-    assert ("the base image local/tiny-base:1 is built from specs/tiny-base.yaml: run "
+    assert ("the base image local/tiny-base:1 is built from the package tiny-base: run "
             "`modelpkg image build tiny-base` first (or pass --base-image IMAGE)") in result.stderr
-    # a base image that no spec builds: the builder's own message only
+    # another base image than the package's: the builder's own message only
     result = runner.invoke(app, ["build", "tiny-pkg", "--builder", "buildah", "--base-image", "debian:trixie"])
     assert result.exit_code == 1
     assert 'short-name "debian:trixie"' in result.stderr and "modelpkg image build tiny-base" not in result.stderr

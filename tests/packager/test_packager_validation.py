@@ -217,12 +217,14 @@ def test_wrapper_without_templates(repo):
 
 def test_wrapper_default_script_and_base_spec(repo):
     data = base_spec()
-    data["wrapper"] = {"enabled": True, "base_image_spec": "no-such-base",
-                       "run": {"default_script": "phase1.sh"}}
+    data["wrapper"] = {"enabled": True, "run": {"default_script": "phase1.sh"}}
     found = problems(repo, data)
     assert any("wrapper.run.default_script: 'phase1.sh' is not one of the spec's quickstart scripts (run_demo.sh)" in p
                for p in found), found
-    assert any("wrapper.base_image_spec: no spec in specs/ defines a package 'no-such-base'" in p for p in found), found
+    data["image"]["base_package"] = "demo-fp32-trainin"
+    found = problems(repo, data)
+    assert found == [f"specs/{NAME}.yaml: image.base_package: no other package named 'demo-fp32-trainin'; "
+                     "did you mean 'demo-fp32-training'?"], found
 
 
 def test_duplicate_yaml_key_and_bad_yaml(repo):
@@ -291,7 +293,7 @@ def test_misspelt_key_is_one_problem_not_also_a_missing_key(repo):
         "(allowed: description, docs, env_help, files, filesets, framework, hardware, image, licenses, mode, "
         "name, precision, quickstart, title, wrapper)",
         f"specs/{NAME}.yaml: image.tga: unknown key 'tga'; did you mean 'tag'? "
-        "(allowed: base_image, build_args, dockerfile, env, name, parts, tag, workdir)",
+        "(allowed: base_image, base_package, build_args, dockerfile, env, name, parts, tag, workdir)",
     ], found
 
 

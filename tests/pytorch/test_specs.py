@@ -41,7 +41,7 @@ def test_training_image_builds_on_the_base_image():
     spec = package.spec
     assert spec.image.reference == "model-zoo:pytorch-bert-large-training"
     assert spec.image.base_image == load_package("pytorch-ipex-spr", REPO).spec.image.reference
-    assert spec.wrapper.base_image_spec == "pytorch-ipex-spr"
+    assert spec.image.base_package == "pytorch-ipex-spr"
     dockerfile = render_dockerfile(package)
     # the training code's runtime needs beyond torch
     assert 'ARG PIP_PACKAGES="numpy safetensors crc32c"' in dockerfile

@@ -185,7 +185,7 @@ def test_run_sh_errors_name_the_variable(wrapper_dir: Path, docker, paths, tmp_p
         values["SCRIPT"] = script
     env.update(values)
     proc = _run(wrapper_dir / "run.sh", env, cwd=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a usage error: the variables are wrong
     assert message in proc.stderr
     assert calls() == []  # docker never called
     assert not paths["out"].exists()
@@ -196,11 +196,11 @@ def test_run_sh_other_errors(wrapper_dir: Path, docker, paths, tmp_path: Path):
     env.update(PRECISION="fp16", OUTPUT_DIR=str(paths["out"]), DATASET_DIR=str(paths["dataset"]),
                CONFIG_FILE=str(paths["config"]))
     proc = _run(wrapper_dir / "run.sh", env, cwd=tmp_path)
-    assert proc.returncode == 1 and "PRECISION=fp16 is not supported. Set PRECISION to one of: fp32, avx-fp32, bf16, bf32" in proc.stderr
+    assert proc.returncode == 2 and "PRECISION=fp16 is not supported. Set PRECISION to one of: fp32, avx-fp32, bf16, bf32" in proc.stderr
 
     env.update(PRECISION="fp32", DATASET_DIR=str(tmp_path / "missing"))
     proc = _run(wrapper_dir / "run.sh", env, cwd=tmp_path)
-    assert proc.returncode == 1 and f"DATASET_DIR={tmp_path / 'missing'} does not exist" in proc.stderr
+    assert proc.returncode == 2 and f"DATASET_DIR={tmp_path / 'missing'} does not exist" in proc.stderr
 
     env.update(DATASET_DIR=str(paths["dataset"]), FAKE_DOCKER_IMAGES=BASE)
     proc = _run(wrapper_dir / "run.sh", env, cwd=tmp_path)
