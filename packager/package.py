@@ -59,7 +59,7 @@ def _with_base_image(spec: Spec, index: dict[str, SpecSource], root: Path) -> Sp
     key = "image.base_package"
     source = index.get(image.base_package)
     if source is None or source.name == spec.name:
-        close = difflib.get_close_matches(image.base_package, sorted(index), n=1)
+        close = difflib.get_close_matches(image.base_package, sorted(set(index) - {spec.name}), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise SpecError([Problem(spec.spec_label, key, f"no other package named {image.base_package!r}{hint}")])
     base = parse_source(source, root)

@@ -20,12 +20,13 @@ def build_command(
     ctx: typer.Context,
     names: Annotated[Optional[list[str]], typer.Argument(help="Package names (modelpkg list shows them).", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Build every package in specs/.")] = False,
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where to write <name>.tar.gz (and wrapper_packages/<name>.tar.gz).")] = DEFAULT_OUTPUT_DIR,
+    output: Annotated[str, typer.Option("--output-dir", "-o", help="Where to write <name>.tar.gz (and wrapper_packages/<name>.tar.gz).")] = str(DEFAULT_OUTPUT_DIR),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List every file each archive would hold; write nothing.")] = False,
 ) -> None:
     """Build model packages: DIR/<name>.tar.gz, plus DIR/wrapper_packages/<name>.tar.gz when the spec enables a wrapper."""
-    if not str(output_dir).strip():
+    if not output.strip():
         raise UsageError("--output-dir is empty; name a folder, e.g. -o output")
+    output_dir = Path(output)
     packages = load_selected(ctx, names, all_, command="build")
     plans = [make_plan(package, output_dir) for package in packages]
     for plan in plans:
