@@ -8,6 +8,9 @@ Without numactl it sets the CPU affinity itself and runs CMD unbound to memory.
 
 Binding here, instead of through mpirun's ``--map-by``/``--bind-to``, keeps the exact CPU lists
 visible in the printed command and works the same for Open MPI, MPICH and Intel MPI.
+
+:func:`pick_slot` and :func:`rank_binding` are the one place that decides what a rank runs;
+``launch.py`` calls them too, to print each rank's command before starting mpirun.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import os
 import shutil
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 if __package__ in (None, ""):  # run as a file: make `models.common` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -46,6 +49,30 @@ def rank_argv(slot: Tuple[str, str], command: Sequence[str],
     return [numactl, f"--physcpubind={cpus}", mem_opt, *command]
 
 
+def pick_slot(slots: Sequence[Tuple[str, str]], local_rank: int) -> Tuple[str, str]:
+    """The slot of ``local_rank``: the i-th, shared round-robin when there are fewer slots."""
+    return slots[local_rank % len(slots)]
+
+
+def rank_binding(slot: Tuple[str, str], command: Sequence[str], numactl: Optional[str],
+                 can_set_affinity: bool = hasattr(os, "sched_setaffinity"),
+                 ) -> Dict[str, Union[str, List[str]]]:
+    """What a rank bound to ``slot`` does: ``{"cpus", "memory", "bind", "command"}``.
+
+    ``bind`` is ``numactl`` (``command`` is the numactl command line that is exec'd),
+    ``sched_setaffinity`` (this process binds itself to ``cpus``, then execs ``command``;
+    memory unbound) or ``none`` (no way to bind here: ``command`` runs unbound)."""
+    cpus, mems = slot
+    if numactl:
+        how = "numactl"
+    elif can_set_affinity:
+        how, mems = "sched_setaffinity", "unbound"
+    else:
+        how, mems = "none", "unbound"
+    return {"cpus": cpus, "memory": mems, "bind": how,
+            "command": rank_argv(slot, command, numactl)}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="bind.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--slot", action="append", type=parse_slot, required=True,
@@ -56,17 +83,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not command:
         parser.error("no command given after --")
     env = dist_env.from_environ()
-    slot = args.slot[env.local_rank % len(args.slot)]
+    slot = pick_slot(args.slot, env.local_rank)
     if env.local_rank >= len(args.slot):
         print(f"bind.py: warning: local rank {env.local_rank} but only {len(args.slot)} slots; "
               f"sharing slot {env.local_rank % len(args.slot)}", file=sys.stderr)
-    numactl = shutil.which("numactl")
-    if not numactl and hasattr(os, "sched_setaffinity"):
+    plan = rank_binding(slot, command, shutil.which("numactl"))
+    if plan["bind"] == "sched_setaffinity":
         try:
             os.sched_setaffinity(0, parse_cpu_list(slot[0]))
         except OSError as exc:
             print(f"bind.py: warning: could not bind to CPUs {slot[0]}: {exc}", file=sys.stderr)
-    final = rank_argv(slot, command, numactl)
+    final = list(plan["command"])
     sys.stdout.flush()
     try:
         os.execvp(final[0], final)

@@ -11,8 +11,12 @@
   ``plm_rsh_args "-p PORT"`` and ``-x`` forwarding of the environment (hosts are assumed to
   have the same CPU layout as this one).
 
-The command and the environment it sets are printed first (as a shell script you can paste);
-``--dry-run`` stops there, ``--dry-run --json`` prints ``{"argv": [...], "env": {...}}`` only.
+The command and the environment it sets are printed first (as a shell script you can paste),
+with one comment line per rank saying what that rank runs (its ``numactl`` command, or the CPUs
+``bind.py`` sets with ``sched_setaffinity``; decided by ``bind.py``'s own functions);
+``--dry-run`` stops there, ``--dry-run --json`` prints ``{"argv": [...], "env": {...},
+"ranks": [{"rank", "host", "local_rank", "cpus", "memory", "bind", "command"}, ...]}`` only
+(``"unset": [...]`` too when variables are removed).
 The launcher then *replaces itself* with the command (``exec``): the exit status is the
 command's, and SIGINT/SIGTERM reach the command (or mpirun, which passes them to the ranks)
 directly, with no parent in between to duplicate or lose them.
@@ -38,7 +42,7 @@ if __package__ in (None, ""):  # run as a file: make `models.common` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
         __file__)))))
 
-from models.common import platform_info  # noqa: E402
+from models.common import bind, platform_info, precisions  # noqa: E402
 from models.common.platform_info import Platform, format_cpu_list, parse_cpu_list  # noqa: E402
 
 __all__ = ["LaunchError", "Tools", "Plan", "Slot", "parse_args", "build_plan", "main",
@@ -49,7 +53,9 @@ BIND_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bind.py"
 DEFAULT_KMP_AFFINITY = "granularity=fine,compact,1,0"
 DEFAULT_KMP_BLOCKTIME = "1"
 AMX_ISA = "AVX512_CORE_AMX"
-PRECISIONS = ("fp32", "avx-fp32", "bf16", "bfloat16", "bf32", "fp16")
+# Every precision name the launcher takes (aliases such as bfloat16 become canonical names).
+PRECISIONS = precisions.CANONICAL
+LOCAL_HOST = "localhost"
 # Variables forwarded to remote ranks (-x) when they are set, besides the ones we set.
 FORWARD_NAMES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_ADDR",
                  "MASTER_PORT", "GC_KERNEL_PATH", "MALLOC_CONF")
@@ -143,6 +149,15 @@ def _positive(value: Optional[str], what: str, allow_zero: bool = False) -> Opti
     return number
 
 
+def _precision(value: str) -> str:
+    """Canonical name of a known precision spelling; unknown text is left for argparse's
+    "invalid choice" message."""
+    try:
+        return precisions.canonical(value)
+    except precisions.PrecisionError:
+        return value
+
+
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
     argv = list(argv)
     command: List[str] = []
@@ -168,10 +183,11 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     p.add_argument("--num-intra-threads", metavar="N",
                    help="NUM_INTRA_THREADS (default: the process' cores)")
     p.add_argument("--num-inter-threads", metavar="N", help="NUM_INTER_THREADS (default: 1)")
-    p.add_argument("--precision", choices=PRECISIONS,
+    aliases = ", ".join(f"{a}={t}" for a, t in precisions.ALIASES.items())
+    p.add_argument("--precision", type=_precision, choices=PRECISIONS,
+                   metavar="{" + ",".join(PRECISIONS) + "}",
                    help="sets DNNL_MAX_CPU_ISA: avx-fp32 unsets it; fp32/bf32/bf16 on AMX "
-                        "hardware "
-                        f"set {AMX_ISA} unless already set")
+                        f"hardware set {AMX_ISA} unless already set (also accepted: {aliases})")
     p.add_argument("--malloc", choices=("auto", "tcmalloc", "jemalloc", "none"), default="auto",
                    help="preload tcmalloc/jemalloc when installed (default auto: either)")
     p.add_argument("--no-bind", action="store_true",
@@ -184,7 +200,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
                         "Node` output instead of this machine")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
     p.add_argument("--json", action="store_true",
-                   help='print {"argv": [...], "env": {...}} as JSON instead of shell text')
+                   help='print {"argv": [...], "env": {...}, "ranks": [...]} as JSON instead of '
+                        "shell text (ranks: what each rank runs, with its CPUs and memory node)")
     p.add_argument("--show-platform", action="store_true",
                    help="print the detected CPU layout as JSON and exit")
     p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -259,6 +276,16 @@ class Slot:
     def mems(self) -> str:
         """``--membind`` value, or ``local`` when the CPUs span several nodes."""
         return str(self.nodes[0]) if len(self.nodes) == 1 else "local"
+
+    @property
+    def pair(self) -> Tuple[str, str]:
+        """(CPUS, MEMS) as ``bind.py`` takes a slot."""
+        return self.cpulist, self.mems
+
+    @property
+    def arg(self) -> str:
+        """The ``bind.py --slot`` value ``CPUS:MEMS``."""
+        return f"{self.cpulist}:{self.mems}"
 
 
 def _slot(platform: Platform, cpus: Sequence[int]) -> Slot:
@@ -335,15 +362,33 @@ class Plan:
     unset: List[str]
     warnings: List[str]
     summary: str
+    # What each rank runs: {"rank", "host", "local_rank", "cpus", "memory", "bind", "command"}
+    # (bind.rank_binding's fields; cpus/memory None and bind "none" with --no-bind).
+    ranks: List[Dict[str, object]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
-        obj: dict = {"argv": self.argv, "env": self.env}
+        obj: dict = {"argv": self.argv, "env": self.env, "ranks": self.ranks}
         if self.unset:
             obj["unset"] = self.unset
         return json.dumps(obj, sort_keys=False)
 
+    def rank_lines(self) -> List[str]:
+        """One line per rank: where it runs and the command it execs."""
+        lines = []
+        for r in self.ranks:
+            where = f"rank {r['rank']} on {r['host']} (local rank {r['local_rank']})"
+            if r["bind"] == "numactl":
+                how = ""
+            elif r["bind"] == "sched_setaffinity":
+                how = f"CPUs {r['cpus']} by sched_setaffinity, memory unbound: "
+            else:
+                how = "unbound: "
+            lines.append(f"{where}: {how}{shlex.join(r['command'])}")  # type: ignore[arg-type]
+        return lines
+
     def shell_text(self) -> str:
         lines = [f"# {PROG}: {self.summary}"]
+        lines += [f"#   {line}" for line in self.rank_lines()]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
         lines += [f"unset {k}" for k in self.unset]
         lines.append(shlex.join(self.argv))
@@ -361,13 +406,17 @@ def _precision_env(precision: Optional[str], platform: Platform, environ: Mappin
                    env: Dict[str, str], unset: List[str], warnings: List[str]) -> None:
     if precision is None:
         return
+    try:
+        precision = precisions.canonical(precision)
+    except precisions.PrecisionError as exc:
+        raise LaunchError(f"--precision: {exc}") from None
     if precision == "avx-fp32":
         unset.append("DNNL_MAX_CPU_ISA")
         return
-    if precision in ("fp32", "bf32", "bf16", "bfloat16"):
+    if precision in ("fp32", "bf32", "bf16"):
         if "DNNL_MAX_CPU_ISA" not in environ and platform.has_amx:
             env["DNNL_MAX_CPU_ISA"] = AMX_ISA
-    if precision in ("bf16", "bfloat16") and not platform.has_native_bf16:
+    if precision == "bf16" and not platform.has_native_bf16:
         warnings.append("bf16 asked but this CPU has neither avx512_bf16 nor amx_bf16: "
                         "bf16 math is emulated and slow")
 
@@ -415,14 +464,16 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         slot = _slot(platform, cores)
         if opts.no_bind:
             argv = list(opts.command)
-        elif tools.numactl:
-            mem = "--localalloc" if slot.mems == "local" else f"--membind={slot.mems}"
-            argv = [tools.numactl, f"--physcpubind={slot.cpulist}", mem, *opts.command]
+            ranks = [_unbound_rank(0, LOCAL_HOST, 0, argv)]
         else:
-            argv = [tools.python, BIND_SCRIPT, "--slot", f"{slot.cpulist}:{slot.mems}", "--",
-                    *opts.command]
-            warnings.append("numactl not found: binding CPUs with sched_setaffinity, memory "
-                            "unbound (install numactl for NUMA-local memory)")
+            binding = bind.rank_binding(slot.pair, opts.command, tools.numactl)
+            ranks = [{"rank": 0, "host": LOCAL_HOST, "local_rank": 0, **binding}]
+            if tools.numactl:
+                argv = list(binding["command"])  # launch.py execs numactl itself
+            else:
+                argv = [tools.python, BIND_SCRIPT, "--slot", slot.arg, "--", *opts.command]
+                warnings.append("numactl not found: binding CPUs with sched_setaffinity, memory "
+                                "unbound (install numactl for NUMA-local memory)")
         threads = len(slot.cpus)
         summary = f"1 process on CPUs {slot.cpulist} (NUMA {slot.mems}), {threads} thread(s)"
     else:
@@ -474,16 +525,25 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         if hosts and environ.get("MPI_ROOT"):
             argv += ["--prefix", environ["MPI_ROOT"]]
         threads = min(len(s.cpus) for s in slots)
-        bind = [tools.python, BIND_SCRIPT]
+        bind_argv = [tools.python, BIND_SCRIPT]
         for s in slots:
-            bind += ["--slot", f"{s.cpulist}:{s.mems}"]
+            bind_argv += ["--slot", s.arg]
         command = list(opts.command)
         if not hosts:
             # mpirun puts its own bin folder first on each rank's PATH, so a bare "python3"
             # could resolve to a different interpreter in the ranks than in this shell.
             command[0] = shutil.which(command[0], path=environ.get("PATH", os.defpath)) \
                 or command[0]
-        tail = command if opts.no_bind else [*bind, "--", *command]
+        tail = command if opts.no_bind else [*bind_argv, "--", *command]
+        ranks = []
+        placed = host_slots if hosts else [(LOCAL_HOST, n)]
+        for rank, (host, local_rank) in enumerate(_rank_hosts(placed, n)):
+            if opts.no_bind:
+                ranks.append(_unbound_rank(rank, host, local_rank, command))
+            else:
+                slot_pair = bind.pick_slot([s.pair for s in slots], local_rank)
+                ranks.append({"rank": rank, "host": host, "local_rank": local_rank,
+                              **bind.rank_binding(slot_pair, command, tools.numactl)})
         where = f"{len(hosts)} host(s)" if hosts else "this host"
         summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; local ranks bound to "
                    + " | ".join(f"{s.cpulist} (NUMA {s.mems})" for s in slots))
@@ -519,7 +579,22 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
             for name in sorted(names):
                 argv += ["-x", name]
         argv += tail
-    return Plan(argv=argv, env=env, unset=unset, warnings=warnings, summary=summary)
+    return Plan(argv=argv, env=env, unset=unset, warnings=warnings, summary=summary, ranks=ranks)
+
+
+def _rank_hosts(host_slots: Sequence[Tuple[str, int]], n: int) -> List[Tuple[str, int]]:
+    """(host, local rank) of ranks 0..n-1 as ``mpirun --map-by slot -H host:slots,...`` places
+    them: each host's slots in turn, in the order given."""
+    placed: List[Tuple[str, int]] = []
+    for host, count in host_slots:
+        placed += [(host, local) for local in range(count)]
+    return placed[:n]
+
+
+def _unbound_rank(rank: int, host: str, local_rank: int,
+                  command: Sequence[str]) -> Dict[str, object]:
+    return {"rank": rank, "host": host, "local_rank": local_rank, "cpus": None, "memory": None,
+            "bind": "none", "command": list(command)}
 
 
 # -- entry point ----------------------------------------------------------------------------------

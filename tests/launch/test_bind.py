@@ -52,3 +52,17 @@ def test_each_local_rank_gets_its_slot(tmp_path, with_numactl):
         done = run_rank(local_rank, path)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == [f"[{cpu}]", "kept"]
+
+
+def test_pick_slot_shares_round_robin():
+    slots = [("0-3", "0"), ("4-7", "1")]
+    assert [bind.pick_slot(slots, r) for r in range(3)] == [slots[0], slots[1], slots[0]]
+
+
+def test_rank_binding_says_how_the_rank_is_bound():
+    assert bind.rank_binding(("0-3", "1"), ["t"], "/usr/bin/numactl") == {
+        "cpus": "0-3", "memory": "1", "bind": "numactl",
+        "command": ["/usr/bin/numactl", "--physcpubind=0-3", "--membind=1", "t"]}
+    assert bind.rank_binding(("0-3", "1"), ["t"], None, can_set_affinity=True) == {
+        "cpus": "0-3", "memory": "unbound", "bind": "sched_setaffinity", "command": ["t"]}
+    assert bind.rank_binding(("0-3", "1"), ["t"], None, can_set_affinity=False)["bind"] == "none"

@@ -38,11 +38,71 @@ def test_dry_run_json_from_another_directory(tmp_path):
                 "--precision", "bf16", "--", "python", "train.py"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     obj = json.loads(done.stdout)  # exactly one JSON object, nothing else on stdout
-    assert set(obj) == {"argv", "env"}
+    assert set(obj) == {"argv", "env", "ranks"}
     assert obj["argv"][-3:] == ["--membind=0", "python", "train.py"]
     assert obj["argv"][-4] == "--physcpubind=0-55"
     assert obj["env"]["OMP_NUM_THREADS"] == "56"
     assert obj["env"]["DNNL_MAX_CPU_ISA"] == "AVX512_CORE_AMX"
+    [rank] = obj["ranks"]  # one process: it runs the command line itself
+    assert rank["command"] == obj["argv"] and rank["cpus"] == "0-55" and rank["memory"] == "0"
+
+
+def test_dry_run_json_lists_what_each_mpi_rank_runs(tmp_path):
+    """A recorded 2-socket machine, 4 ranks: each rank's numactl command as bind.py execs it."""
+    done = run(["--dry-run", "--json", "--lscpu-file",
+                os.path.join(FIXTURES, "spr_2s_56c_ht.lscpu"), "--mpi-num-processes", "4",
+                "--mpi-num-processes-per-socket", "2", "--", "/opt/py/bin/python", "train.py"],
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    obj = json.loads(done.stdout)
+    numactl = shutil.which("numactl")
+    expected = []
+    for rank, (cpus, node) in enumerate([("0-27", "0"), ("28-55", "0"), ("56-83", "1"),
+                                         ("84-111", "1")]):
+        command = ([numactl, f"--physcpubind={cpus}", f"--membind={node}"] if numactl else [])
+        expected.append({"rank": rank, "host": "localhost", "local_rank": rank, "cpus": cpus,
+                         "memory": node if numactl else "unbound",
+                         "bind": "numactl" if numactl else "sched_setaffinity",
+                         "command": [*command, "/opt/py/bin/python", "train.py"]})
+    assert obj["ranks"] == expected
+    # mpirun itself starts bind.py, which picks the slot by local rank
+    assert "--slot" in obj["argv"] and obj["argv"][-2:] == ["/opt/py/bin/python", "train.py"]
+
+
+def test_printed_plan_has_one_line_per_rank_and_stays_pasteable(tmp_path):
+    done = run(["--dry-run", "--lscpu-file", os.path.join(FIXTURES, "icx_2s_36c_noht.lscpu"),
+                "--hosts", "node1,node2", "--", "python", "train.py"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    rank_lines = [line for line in lines if line.startswith("#   rank ")]
+    assert [line.split(":", 1)[0] for line in rank_lines] == [
+        "#   rank 0 on node1 (local rank 0)", "#   rank 1 on node1 (local rank 1)",
+        "#   rank 2 on node2 (local rank 0)", "#   rank 3 on node2 (local rank 1)"]
+    for line, cpus in zip(rank_lines, ["0-35", "36-71", "0-35", "36-71"]):
+        assert line.endswith(" python train.py")
+        assert f"--physcpubind={cpus}" in line or f"CPUs {cpus} by sched_setaffinity" in line
+    assert lines[-1].startswith("mpirun") or "mpirun" in lines[-1].split()[0]
+    assert all(line.startswith(("#", "export ", "unset ")) for line in lines[:-1])
+
+
+@pytest.mark.parametrize("spelling", ["bfloat16", "BF16", "mixed_bfloat16"])
+def test_precision_aliases_are_accepted(tmp_path, spelling):
+    done = run(["--dry-run", "--json", "--lscpu-file",
+                os.path.join(FIXTURES, "spr_2s_56c_ht.lscpu"), "--precision", spelling, "--",
+                "python", "train.py"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["env"]["DNNL_MAX_CPU_ISA"] == "AVX512_CORE_AMX"
+
+
+def test_help_lists_the_precisions_and_no_planning_words(tmp_path):
+    from models.common import precisions
+    done = run(["--help"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "{" + ",".join(precisions.CANONICAL) + "}" in text
+    assert "bfloat16=bf16" in text and '"ranks"' in text
+    for word in ("seed", "issue"):
+        assert word not in done.stdout.lower()
 
 
 def test_dry_run_prints_a_pasteable_script_and_warnings_go_to_stderr(tmp_path):

@@ -322,3 +322,72 @@ def test_no_bind_keeps_thread_settings():
     assert p.argv == CMD and p.env["OMP_NUM_THREADS"] == "36"
     p = plan("icx_2s_36c_noht.lscpu", ["--no-bind", "--mpi-num-processes", "2"])
     assert p.argv[-4:] == ["slot", *CMD] and BIND not in p.argv
+
+
+# -- what each rank runs (the per-rank list of the printed and JSON plans) ------------------------
+
+def test_ranks_one_per_socket_with_numactl():
+    p = plan("spr_2s_56c_ht.lscpu", ["--mpi-num-processes", "2"])
+    assert p.ranks == [
+        {"rank": 0, "host": "localhost", "local_rank": 0, "cpus": "0-55", "memory": "0",
+         "bind": "numactl",
+         "command": ["/usr/bin/numactl", "--physcpubind=0-55", "--membind=0", *CMD]},
+        {"rank": 1, "host": "localhost", "local_rank": 1, "cpus": "56-111", "memory": "1",
+         "bind": "numactl",
+         "command": ["/usr/bin/numactl", "--physcpubind=56-111", "--membind=1", *CMD]},
+    ]
+    text = p.shell_text()
+    assert ("#   rank 1 on localhost (local rank 1): /usr/bin/numactl --physcpubind=56-111 "
+            "--membind=1 python train.py --flag=1") in text
+
+
+def test_ranks_match_what_bind_py_runs_for_its_slots():
+    """The launcher's per-rank commands come from bind.py's own functions and --slot list."""
+    from models.common import bind
+    p = plan("spr_2s_56c_ht_snc4.lscpu", ["--mpi-num-processes", "4"])
+    cut = p.argv.index("--")
+    slots = [bind.parse_slot(v) for v in p.argv[p.argv.index("--slot"):cut][1::2]]
+    for r in p.ranks:
+        expected = bind.rank_argv(bind.pick_slot(slots, r["local_rank"]), p.argv[cut + 1:],
+                                  "/usr/bin/numactl")
+        assert r["command"] == expected
+    assert [r["memory"] for r in p.ranks] == ["local", "local", "local", "local"]
+    assert "--localalloc" in p.ranks[0]["command"]
+
+
+def test_ranks_without_numactl_bind_with_sched_setaffinity():
+    tools = launch.Tools(numactl=None, mpirun="/usr/bin/mpirun", is_root=False, python="python3")
+    p = plan("vm_1s_2c_ht.lscpu", ["--mpi-num-processes", "2"], tools=tools)
+    assert [(r["cpus"], r["memory"], r["bind"], r["command"]) for r in p.ranks] == [
+        ("0", "unbound", "sched_setaffinity", CMD), ("1", "unbound", "sched_setaffinity", CMD)]
+    assert "#   rank 1 on localhost (local rank 1): CPUs 1 by sched_setaffinity, memory " \
+           "unbound: python train.py --flag=1" in p.shell_text()
+    single = plan("vm_1s_2c_ht.lscpu", tools=tools)
+    assert single.ranks == [{"rank": 0, "host": "localhost", "local_rank": 0, "cpus": "0-1",
+                             "memory": "unbound", "bind": "sched_setaffinity", "command": CMD}]
+
+
+def test_ranks_on_several_hosts_fill_each_host_in_turn():
+    environ = {"MULTI_HLS_IPS": "192.10.100.174,10.10.100.101", "MPI_NUM_PROCESSES": "16"}
+    p = plan("gaudi_host_2s_40c_ht.lscpu", environ=environ)
+    assert [(r["rank"], r["host"], r["local_rank"]) for r in p.ranks] == [
+        (i, "192.10.100.174" if i < 8 else "10.10.100.101", i % 8) for i in range(16)]
+    assert [r["cpus"] for r in p.ranks[8:]] == [f"{a}-{a + 9}" for a in range(0, 80, 10)]
+    assert p.ranks[15]["command"] == ["/usr/bin/numactl", "--physcpubind=70-79", "--membind=1",
+                                      *CMD]
+
+
+def test_ranks_fewer_than_host_slots_and_no_bind():
+    p = plan("icx_2s_36c_noht.lscpu", ["--hosts", "a:2,b:2", "--mpi-num-processes", "3"])
+    assert [(r["host"], r["local_rank"], r["cpus"]) for r in p.ranks] == [
+        ("a", 0, "0-35"), ("a", 1, "36-71"), ("b", 0, "0-35")]
+    p = plan("icx_2s_36c_noht.lscpu", ["--no-bind", "--mpi-num-processes", "2"])
+    assert [(r["cpus"], r["memory"], r["bind"], r["command"][1:]) for r in p.ranks] == [
+        (None, None, "none", CMD[1:])] * 2
+    assert "unbound: " in p.rank_lines()[0]
+
+
+def test_precision_alias_is_canonical_in_the_plan():
+    p = plan("icx_2s_36c_noht.lscpu", ["--precision", "bfloat16"])
+    assert any("emulated" in w for w in p.warnings)  # the bf16 rule applies to its alias
+    assert launch.parse_args(["--precision", "FP32", "--", "x"], {}).precision == "fp32"

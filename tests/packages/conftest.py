@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.packages import tiny_data
-from tests.packages.helpers import build_and_extract, write_checkpoint_dir
+from tests.packages.helpers import build_and_extract, write_checkpoint_dir, write_fake_python
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,11 @@ def bf16_package(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fp32_package(tmp_path_factory) -> Path:
     return build_and_extract("bert-large-fp32-training", tmp_path_factory.mktemp("fp32pkg"))
+
+
+@pytest.fixture(scope="session")
+def pt_package(tmp_path_factory) -> Path:
+    return build_and_extract("pytorch-spr-bert-large-training", tmp_path_factory.mktemp("ptpkg"))
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +39,9 @@ def squad_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def glue_dir(tmp_path_factory) -> Path:
     return tiny_data.write_glue_dir(tmp_path_factory.mktemp("glue"))
+
+
+@pytest.fixture()
+def fake_python(tmp_path) -> tuple[Path, Path]:
+    """(bin dir of a fake python3 to put first on PATH, log file of its recorded calls)."""
+    return write_fake_python(tmp_path)

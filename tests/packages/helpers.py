@@ -1,5 +1,6 @@
 """Helpers for the package tests: build a package with ``modelpkg build`` and extract it as a
-user would; write a tiny google-format checkpoint folder."""
+user would; write a tiny google-format checkpoint folder; a fake ``python3`` that records the
+command a quickstart starts (the ``fake_python`` fixture writes it)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,52 @@ def write_checkpoint_dir(directory: Path) -> Path:
                                "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, f"writing the tiny checkpoint failed:\n{proc.stdout}\n{proc.stderr}"
     return directory
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Records how the quickstart called python3, then exits with $FAKE_PYTHON_RC (default 0).
+# The quickstart's question for the interpreter's path (python3 -c ...) gets this file's path;
+# its precision questions (models/common/precisions.py) go to the real Python.
+if [[ "$1" == "-c" ]]; then echo "$0"; exit 0; fi
+if [[ "$1" == */models/common/precisions.py ]]; then exec "${REAL_PYTHON}" "$@"; fi
+{
+  printf 'PYTHONPATH=%s\\n' "${PYTHONPATH:-}"
+  printf '%s\\n' "$@"
+  printf -- '-----\\n'
+} >> "${FAKE_PYTHON_LOG}"
+exit "${FAKE_PYTHON_RC:-0}"
+"""
+
+
+def write_fake_python(directory: Path) -> tuple[Path, Path]:
+    """A fake python3 in DIRECTORY/fakebin: (bin dir to put first on PATH, log of its calls)."""
+    bindir = directory / "fakebin"
+    bindir.mkdir()
+    exe = bindir / "python3"
+    exe.write_text(FAKE_PYTHON)
+    exe.chmod(0o755)
+    return bindir, directory / "python3_calls.log"
+
+
+def with_fake_python(fake_python: tuple[Path, Path], env: dict[str, str]) -> dict[str, str]:
+    """ENV with the fake python3 first on PATH (precision questions go to this Python)."""
+    bindir, log = fake_python
+    env = dict(env)
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', os.defpath)}"
+    env["FAKE_PYTHON_LOG"] = str(log)
+    env["REAL_PYTHON"] = sys.executable
+    return env
+
+
+def recorded_calls(fake_python: tuple[Path, Path]) -> list[list[str]]:
+    """The fake python3's calls: each [PYTHONPATH=..., arg1, arg2, ...]."""
+    log = fake_python[1]
+    if not log.exists():
+        return []
+    calls = log.read_text().split("-----\n")
+    return [c.splitlines() for c in calls if c.strip()]
+
+
+def explain(proc: subprocess.CompletedProcess) -> str:
+    return (f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n"
+            f"--- stderr ---\n{proc.stderr[-6000:]}")

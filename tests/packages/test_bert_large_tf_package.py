@@ -1,4 +1,4 @@
-"""The BERT Large TensorFlow training packages as a new user meets them (seed 000).
+"""The BERT Large TensorFlow training packages as a new user meets them.
 
 ``modelpkg build`` → extract → set CHECKPOINT_DIR / DATASET_DIR / OUTPUT_DIR → run a
 quickstart from the extracted folder. Fast tests put a fake ``python3`` first on PATH that
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packages.helpers import REPO, run_modelpkg
+from tests.packages.helpers import REPO, explain, recorded_calls, run_modelpkg, with_fake_python
 
 SPECS = ("bert-large-bf16-training", "bert-large-fp32-training")
 QS_ENV = ("CHECKPOINT_DIR", "DATASET_DIR", "OUTPUT_DIR", "MPI_NUM_PROCESSES", "BATCH_SIZE",
@@ -25,18 +25,6 @@ QS_ENV = ("CHECKPOINT_DIR", "DATASET_DIR", "OUTPUT_DIR", "MPI_NUM_PROCESSES", "B
 # Pass-through flags that keep real runs small (the scripts' defaults are BERT Large sized).
 SMALL_SQUAD = ["--max_seq_length=64", "--doc_stride=32", "--max_query_length=16"]
 SMALL_CLASSIFIER = ["--max_seq_length=48"]
-
-FAKE_PYTHON = """#!/usr/bin/env bash
-# Records how the quickstart called python3, then exits with $FAKE_PYTHON_RC (default 0).
-# The quickstart's question for the interpreter's path (python3 -c ...) gets this file's path.
-if [[ "$1" == "-c" ]]; then echo "$0"; exit 0; fi
-{
-  printf 'PYTHONPATH=%s\\n' "${PYTHONPATH:-}"
-  printf '%s\\n' "$@"
-  printf -- '-----\\n'
-} >> "${FAKE_PYTHON_LOG}"
-exit "${FAKE_PYTHON_RC:-0}"
-"""
 
 
 def quickstart_env(**values: str | os.PathLike) -> dict[str, str]:
@@ -52,12 +40,8 @@ def run_quickstart(package: Path, script: str, env: dict[str, str], *args: str,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def explain(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
-
-
 # --------------------------------------------------------------------------------------------
-# Fast: a fake checkpoint folder (names only) and a fake python3
+# Fast: a fake checkpoint folder (names only) and a fake python3 (the fake_python fixture)
 # --------------------------------------------------------------------------------------------
 @pytest.fixture()
 def fake_ckpt(tmp_path) -> Path:
@@ -70,31 +54,8 @@ def fake_ckpt(tmp_path) -> Path:
     return d
 
 
-@pytest.fixture()
-def fake_python(tmp_path):
-    """(bin dir to put first on PATH, log file of recorded calls)."""
-    bindir = tmp_path / "fakebin"
-    bindir.mkdir()
-    exe = bindir / "python3"
-    exe.write_text(FAKE_PYTHON)
-    exe.chmod(0o755)
-    return bindir, tmp_path / "python3_calls.log"
-
-
 def fake_env(fake_python, **values) -> dict[str, str]:
-    bindir, log = fake_python
-    env = quickstart_env(**values)
-    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
-    env["FAKE_PYTHON_LOG"] = str(log)
-    return env
-
-
-def recorded_calls(fake_python) -> list[list[str]]:
-    log = fake_python[1]
-    if not log.exists():
-        return []
-    calls = log.read_text().split("-----\n")
-    return [c.splitlines() for c in calls if c.strip()]
+    return with_fake_python(fake_python, quickstart_env(**values))
 
 
 def flag_value(argv: list[str], flag: str) -> str:
@@ -179,7 +140,7 @@ def test_demo_without_mini_dev_says_how_to_make_it(bf16_package, fake_ckpt, squa
     env = fake_env(fake_python, CHECKPOINT_DIR=fake_ckpt, DATASET_DIR=data,
                    OUTPUT_DIR=tmp_path / "out")
     proc = run_quickstart(bf16_package, "bfloat16_squad_training_demo.sh", env)
-    assert proc.returncode == 1, explain(proc)
+    assert proc.returncode == 2, explain(proc)
     assert "DATASET_DIR must point to the folder holding mini-dev-v1.1.json" in proc.stderr
     assert "bfloat16_squad_training.sh for the full SQuAD training" in proc.stderr
     assert recorded_calls(fake_python) == []
@@ -290,6 +251,46 @@ def test_help_needs_no_environment(bf16_package, fake_python):
     assert recorded_calls(fake_python) == []
 
 
+TF_SCRIPTS = [(package, f"{prefix}_{task}.sh")
+              for package, prefix in (("bf16_package", "bfloat16"), ("fp32_package", "fp32"))
+              for task in ("classifier_training", "squad_training", "squad_training_demo")]
+
+
+@pytest.mark.parametrize("package, script", TF_SCRIPTS)
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_every_quickstart_has_help(request, fake_python, package, script, flag):
+    pkg = request.getfixturevalue(package)
+    proc = run_quickstart(pkg, script, fake_env(fake_python), flag)
+    assert proc.returncode == 0, explain(proc)
+    assert proc.stderr == ""
+    text = proc.stdout
+    assert text.startswith(f"Usage: CHECKPOINT_DIR=... DATASET_DIR=... OUTPUT_DIR=... ./quickstart/{script}")
+    for var in ("CHECKPOINT_DIR", "DATASET_DIR", "OUTPUT_DIR", "MPI_NUM_PROCESSES", "BATCH_SIZE"):
+        assert f"\n  {var} " in text, f"{script} --help does not describe {var}"
+    assert "Required environment:" in text and "Optional:" in text
+    # what it does, and the precisions the package was built for (from package_info.json)
+    assert ("SQuAD" if "squad" in script else "MRPC") in text.split("Required")[0]
+    built_for = "bf16" if package == "bf16_package" else "fp32"
+    assert f"this package's precisions: {built_for})" in text
+    assert "seed" not in text.lower() and "issue" not in text.lower()
+    assert recorded_calls(fake_python) == []
+
+
+def test_script_of_a_precision_the_package_lacks_is_refused(bf16_package, fp32_package, fake_ckpt,
+                                                           squad_dir, fake_python, tmp_path):
+    """package_info.json decides: the fp32 demo copied into the bf16 package stops with exit 2."""
+    pkg = tmp_path / "bf16pkg"
+    shutil.copytree(bf16_package, pkg, symlinks=True)
+    shutil.copy(fp32_package / "quickstart" / "fp32_squad_training_demo.sh", pkg / "quickstart")
+    out = tmp_path / "out"
+    env = fake_env(fake_python, CHECKPOINT_DIR=fake_ckpt, DATASET_DIR=squad_dir, OUTPUT_DIR=out)
+    proc = run_quickstart(pkg, "fp32_squad_training_demo.sh", env)
+    assert proc.returncode == 2, explain(proc)
+    assert "precision=fp32 is not supported here; use one of: bf16" in proc.stderr
+    assert "fp32_squad_training_demo.sh trains in fp32, which this package was not built for" in proc.stderr
+    assert recorded_calls(fake_python) == [] and not out.exists()
+
+
 def _without(directory: Path, tmp_path: Path, name: str) -> Path:
     copy = tmp_path / f"no_{name.replace('*', '')}"
     shutil.copytree(directory, copy)
@@ -337,7 +338,7 @@ def test_bad_environment_stops_before_any_work(bf16_package, fake_ckpt, squad_di
         else:
             values[var] = value
     proc = run_quickstart(bf16_package, script, fake_env(fake_python, **values))
-    assert proc.returncode == 1, explain(proc)
+    assert proc.returncode == 2, explain(proc)  # a usage error: exit 2, nothing started
     assert expected in proc.stderr, explain(proc)
     var = next(iter(change), "DATASET_DIR")
     assert var in proc.stderr  # the message names the variable to fix

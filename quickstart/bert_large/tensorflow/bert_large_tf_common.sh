@@ -4,11 +4,14 @@
 #
 #     bert_tf_quickstart PRECISION TASK "$@"
 #
-# PRECISION: fp32 | bfloat16; TASK: squad | squad_demo | classifier. Arguments after the
-# script name are passed through to the Python script (later flags win, so
-# `--max_seq_length=128` or `--mpi_workers_sync_gradients=True` override the defaults).
+# PRECISION: the script's precision as its name spells it (fp32, bfloat16), resolved through
+# models/common/precisions.py against the precisions the package was built for; TASK: squad |
+# squad_demo | classifier. Arguments after the script name are passed through to the Python
+# script (later flags win, so `--max_seq_length=128` or `--mpi_workers_sync_gradients=True`
+# override the defaults). -h/--help prints the usage and exits 0.
 #
-# Environment (checked before any work starts; a problem names the variable and exits 1):
+# Environment (checked before any work starts; a problem names the variable and exits 2; a
+# failure of the training itself is its exit status):
 #   CHECKPOINT_DIR     google-research BERT checkpoint folder: vocab.txt, bert_config.json,
 #                      bert_model.ckpt.index, bert_model.ckpt.data-*
 #   DATASET_DIR        squad: train-v1.1.json + dev-v1.1.json; squad_demo: mini-dev-v1.1.json;
@@ -30,25 +33,14 @@ elif [[ -f "${_BERT_TF_QS_DIR}/../../common/lib.sh" ]]; then
     source "${_BERT_TF_QS_DIR}/../../common/lib.sh"
 else
     echo "error: quickstart/lib.sh is missing next to ${BASH_SOURCE[0]}; extract the model package again" >&2
-    exit 1
+    exit 2
 fi
+
+# The package root (the repository in a source checkout), found once, before any cd.
+_BERT_TF_PKG_DIR="$(qs_package_dir)"
 
 # Name of the marker file that records which quickstart last used an OUTPUT_DIR.
 BERT_TF_MARKER_FILE=".modelpkg_quickstart"
-
-# bert_tf_package_dir: the package root, i.e. the nearest parent folder holding
-# models/common/launch.py (the extracted package, or the repository in a source checkout).
-bert_tf_package_dir() {
-    local dir="${_BERT_TF_QS_DIR}"
-    while [[ "${dir}" != "/" ]]; do
-        if [[ -f "${dir}/models/common/launch.py" ]]; then
-            echo "${dir}"
-            return 0
-        fi
-        dir="$(dirname "${dir}")"
-    done
-    qs_die "models/common/launch.py not found above ${_BERT_TF_QS_DIR}; run the script from an extracted model package"
-}
 
 # bert_tf_check_checkpoint_dir: CHECKPOINT_DIR holds a google-research BERT checkpoint.
 bert_tf_check_checkpoint_dir() {
@@ -59,7 +51,7 @@ bert_tf_check_checkpoint_dir() {
     require_file CHECKPOINT_DIR "${CHECKPOINT_DIR}/bert_model.ckpt.index" "${what}"
     local data_files=("${CHECKPOINT_DIR}"/bert_model.ckpt.data-*)
     if [[ ! -f "${data_files[0]}" ]]; then
-        qs_die "${CHECKPOINT_DIR}/bert_model.ckpt.data-00000-of-00001 not found (no bert_model.ckpt.data-* file): CHECKPOINT_DIR must point to ${what}"
+        qs_usage_error "${CHECKPOINT_DIR}/bert_model.ckpt.data-00000-of-00001 not found (no bert_model.ckpt.data-* file): CHECKPOINT_DIR must point to ${what}"
     fi
 }
 
@@ -72,7 +64,7 @@ bert_tf_mrpc_dir() {
             return 0
         fi
     done
-    qs_die "DATASET_DIR=${DATASET_DIR} has no MRPC data: neither ${DATASET_DIR}/train.tsv and dev.tsv nor ${DATASET_DIR}/MRPC/train.tsv and dev.tsv exist. Set DATASET_DIR to the GLUE MRPC folder (or the GLUE folder holding MRPC/)"
+    qs_usage_error "DATASET_DIR=${DATASET_DIR} has no MRPC data: neither ${DATASET_DIR}/train.tsv and dev.tsv nor ${DATASET_DIR}/MRPC/train.tsv and dev.tsv exist. Set DATASET_DIR to the GLUE MRPC folder (or the GLUE folder holding MRPC/)"
 }
 
 # bert_tf_missing_mini_dev DATA_DIR SCRIPT: the demo's file is not part of the SQuAD download;
@@ -84,7 +76,7 @@ bert_tf_missing_mini_dev() {
         hint+=". To cut one from your dev-v1.1.json: python3 -c 'import json; d = json.load(open(\"${data_dir}/dev-v1.1.json\")); d[\"data\"] = d[\"data\"][:2]; json.dump(d, open(\"${data_dir}/mini-dev-v1.1.json\", \"w\"))'"
         hint+=" - or run ${script/_demo/} for the full SQuAD training"
     fi
-    qs_die "${data_dir}/mini-dev-v1.1.json not found: DATASET_DIR must point to the folder holding mini-dev-v1.1.json; ${hint}"
+    qs_usage_error "${data_dir}/mini-dev-v1.1.json not found: DATASET_DIR must point to the folder holding mini-dev-v1.1.json; ${hint}"
 }
 
 # bert_tf_check_output_dir SCRIPT: warn when OUTPUT_DIR was used by another quickstart, or holds
@@ -106,16 +98,30 @@ bert_tf_check_output_dir() {
     printf '%s\n' "${script}" >"${marker}"
 }
 
-# bert_tf_usage SCRIPT TASK: what the script needs, for -h/--help.
+# bert_tf_usage SCRIPT PRECISION TASK PKG: what the script does and needs, for -h/--help.
 bert_tf_usage() {
-    local script="$1" task="$2" data
+    local script="$1" precision="$2" task="$3" pkg="$4" data does supported
     case "${task}" in
-        squad) data="the SQuAD v1.1 folder holding train-v1.1.json and dev-v1.1.json" ;;
-        squad_demo) data="the folder holding mini-dev-v1.1.json (SQuAD v1.1 format)" ;;
-        *) data="the GLUE MRPC folder (train.tsv, dev.tsv) or the GLUE folder holding MRPC/" ;;
+        squad)
+            data="the SQuAD v1.1 folder holding train-v1.1.json and dev-v1.1.json"
+            does="fine-tunes BERT Large on SQuAD v1.1 (train-v1.1.json), then predicts and scores dev-v1.1.json"
+            ;;
+        squad_demo)
+            data="the folder holding mini-dev-v1.1.json (SQuAD v1.1 format)"
+            does="runs a short SQuAD demo: 0.01 epochs of fine-tuning on mini-dev-v1.1.json, then predicts and scores it"
+            ;;
+        *)
+            data="the GLUE MRPC folder (train.tsv, dev.tsv) or the GLUE folder holding MRPC/"
+            does="fine-tunes BERT Large on GLUE MRPC (train.tsv), then evaluates on dev.tsv"
+            ;;
     esac
+    supported="$(qs_precision_list tensorflow "${pkg}")"
     cat <<EOF
 Usage: CHECKPOINT_DIR=... DATASET_DIR=... OUTPUT_DIR=... ./quickstart/${script} [--flag=value ...]
+
+${script} ${does}.
+Precision: ${precision} (this package's precisions: ${supported:-see models/common/precisions.py}).
+It runs through models/common/launch.py (numactl binding; MPI ranks when MPI_NUM_PROCESSES > 1).
 
 Required environment:
   CHECKPOINT_DIR     google-research BERT folder: vocab.txt, bert_config.json, bert_model.ckpt.*
@@ -126,6 +132,7 @@ Optional:
   BATCH_SIZE         training batch size per process
 Arguments after the script name go to the Python training script and override its defaults,
 e.g. --num_train_epochs=1 --max_seq_length=128 --mpi_workers_sync_gradients=True
+Exit status: 0 done, 2 a variable or argument to fix (nothing was started), else the training's.
 EOF
 }
 
@@ -135,33 +142,28 @@ bert_tf_quickstart() {
     shift 2
     local script
     script="$(basename "${BASH_SOURCE[1]}")"
-    if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-        bert_tf_usage "${script}" "${task}"
-        return 0
+    local pkg="${_BERT_TF_PKG_DIR}"
+    if qs_wants_help "$@"; then
+        bert_tf_usage "${script}" "${precision}" "${task}" "${pkg}"
+        exit 0
     fi
 
-    local model_precision
-    case "${precision}" in
-        bfloat16) model_precision="bf16" ;;
-        fp32) model_precision="fp32" ;;
-        *) qs_die "unknown precision '${precision}' in ${script} (expected fp32 or bfloat16)" ;;
-    esac
-
     # --- validate everything before doing any work ---
+    local model_precision
+    model_precision="$(qs_resolve_precision "${precision}" tensorflow "${pkg}" precision \
+        "${script} trains in ${precision}, which this package was not built for; run the quickstart of one of the precisions above")"
     bert_tf_check_checkpoint_dir
     require_dir DATASET_DIR "the dataset folder (see the Datasets section of the README)"
     require_env OUTPUT_DIR "a directory where checkpoints and log files will be saved"
     require_positive_int_or_unset MPI_NUM_PROCESSES
     require_positive_int_or_unset BATCH_SIZE
-    command -v python3 >/dev/null || qs_die "python3 not found on PATH; install Python 3 with tensorflow (see the README's Bare Metal section)"
+    qs_require_python
     # The interpreter's real path: mpirun puts its own bin folder (e.g. /usr/bin) first on the
     # ranks' PATH, where a bare "python3" could be another Python than the one with TensorFlow.
     local python
     python="$(python3 -c 'import sys; print(sys.executable)')"
-    [[ -x "${python}" ]] || qs_die "python3 -c 'import sys; print(sys.executable)' gave '${python}', not an executable; check your Python installation"
+    [[ -x "${python}" ]] || qs_usage_error "python3 -c 'import sys; print(sys.executable)' gave '${python}', not an executable; check your Python installation"
 
-    local pkg
-    pkg="$(bert_tf_package_dir)"
     local model_dir="${pkg}/models/bert_large/tensorflow"
     local ckpt_dir
     ckpt_dir="$(cd "${CHECKPOINT_DIR}" && pwd)"
@@ -216,7 +218,7 @@ bert_tf_quickstart() {
                 "--max_seq_length=128"
             )
             ;;
-        *) qs_die "unknown task '${task}' in ${script} (expected squad, squad_demo or classifier)" ;;
+        *) qs_usage_error "unknown task '${task}' in ${script} (expected squad, squad_demo or classifier)" ;;
     esac
 
     # google-research names cased checkpoints cased_L-* / wwm_cased_L-*; they need
