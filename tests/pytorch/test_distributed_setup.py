@@ -34,11 +34,27 @@ def test_auto_falls_back_to_gloo_when_oneccl_does_not_load(broken_oneccl):
     assert broken_oneccl[0]["backend"] == "gloo" and broken_oneccl[0]["world_size"] == 2
 
 
-def test_asking_for_ccl_names_the_failure(broken_oneccl, capsys):
-    with pytest.raises(SystemExit) as exc:
+def test_asking_for_ccl_names_the_failure(broken_oneccl):
+    """A usage error (exit 2 through ``run_main``): the flag asks for what is not installed."""
+    with pytest.raises(run_pretraining.UsageError) as exc:
         run_pretraining.setup_distributed(TWO_RANKS, "ccl")
-    assert exc.value.code == 1
-    err = capsys.readouterr().err
+    err = str(exc.value)
     assert "--dist_backend=ccl needs oneccl_bindings_for_pytorch" in err
     assert "OSError: liboneccl_bind.so: undefined symbol" in err and "--dist_backend=gloo" in err
     assert broken_oneccl == []
+
+
+def test_usage_errors_exit_2_and_failures_exit_1_with_one_line(monkeypatch, capsys):
+    def fails_with(error):
+        def main(argv=None):
+            raise error
+        return main
+
+    monkeypatch.setattr(run_pretraining, "main", fails_with(run_pretraining.UsageError("bad flag")))
+    assert run_pretraining.run_main([]) == 2
+    assert capsys.readouterr().err == "error: bad flag\n"
+    for error in (run_pretraining.RunError("loss became nan"),
+                  run_pretraining.checkpoint.CheckpointError("cannot load the model in x")):
+        monkeypatch.setattr(run_pretraining, "main", fails_with(error))
+        assert run_pretraining.run_main([]) == 1
+        assert capsys.readouterr().err == f"error: {error}\n"

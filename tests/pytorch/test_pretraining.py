@@ -118,7 +118,7 @@ def test_avx_fp32_unsets_dnnl_max_cpu_isa(package_dir: Path, tiny_dataset, tmp_p
     "script, drop, extra, message",
     [
         ("run_bert_pretrain_phase1.sh", "PRECISION", {}, "PRECISION is not set. Set PRECISION to one of fp32, avx-fp32, bf16, bf32, e.g. export PRECISION=bf16"),
-        ("run_bert_pretrain_phase1.sh", None, {"PRECISION": "fp16"}, "PRECISION=fp16 is not supported. Set PRECISION to one of: fp32 avx-fp32 bf16 bf32"),
+        ("run_bert_pretrain_phase1.sh", None, {"PRECISION": "fp16"}, "PRECISION=fp16 is not supported here; use one of: fp32, avx-fp32, bf16, bf32"),
         ("run_bert_pretrain_phase1.sh", "OUTPUT_DIR", {}, "OUTPUT_DIR is not set. Set OUTPUT_DIR to"),
         ("run_bert_pretrain_phase1.sh", "DATASET_DIR", {}, "DATASET_DIR is not set. Set DATASET_DIR to"),
         ("run_bert_pretrain_phase1.sh", None, {"DATASET_DIR": "/nonexistent"}, "DATASET_DIR=/nonexistent is not a directory"),
@@ -140,7 +140,7 @@ def test_quickstart_validation(package_dir: Path, tiny_dataset, tmp_path: Path, 
         values.pop(drop)
     values.update(extra)
     proc = run([package_dir / "quickstart" / script], env=_quickstart_env(**values), cwd=tmp_path, check=False)
-    assert proc.returncode == 1, proc.stdout
+    assert proc.returncode == 2, proc.stdout  # a usage error, found before any work
     assert message in proc.stdout
     assert not (tmp_path / "out").exists()  # nothing was done before the check
 
@@ -163,7 +163,7 @@ def test_phase2_quickstart_catches_mixed_up_directories(package_dir: Path, tiny_
     # CHECKPOINT_DIR=<phase 1 OUTPUT_DIR> instead of its model_save
     proc = run([script], env=_quickstart_env(**base, CHECKPOINT_DIR=str(phase1), OUTPUT_DIR=str(tmp_path / "p2")),
                check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert f"CHECKPOINT_DIR={phase1} is phase 1's OUTPUT_DIR" in proc.stdout
     assert f"export CHECKPOINT_DIR={phase1}/model_save" in proc.stdout
     # a TensorFlow checkpoint folder (the seed mentions MLCommons' TF checkpoints)
@@ -173,12 +173,12 @@ def test_phase2_quickstart_catches_mixed_up_directories(package_dir: Path, tiny_
         (tf_ckpt / name).write_bytes(b"")
     proc = run([script], env=_quickstart_env(**base, CHECKPOINT_DIR=str(tf_ckpt), OUTPUT_DIR=str(tmp_path / "p2")),
                check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert f"CHECKPOINT_DIR={tf_ckpt} holds a TensorFlow checkpoint" in proc.stdout
     # OUTPUT_DIR left at phase 1's: phase 2 would overwrite the model it starts from
     proc = run([script], env=_quickstart_env(**base, CHECKPOINT_DIR=str(phase1 / "model_save"),
                                             OUTPUT_DIR=f"{phase1}/"), check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "phase 2 would overwrite it. Set OUTPUT_DIR to a new directory for phase 2" in proc.stdout
     assert not (tmp_path / "p2").exists()
 
@@ -213,28 +213,51 @@ def test_ddp_ends_with_identical_weights(how, package_dir: Path, tiny_dataset, t
 
 
 def test_bad_flags_fail_before_training(tiny_dataset, tmp_path: Path):
+    """Usage errors: "error: ..." on stderr and exit 2, no traceback, nothing written."""
     dataset, config = tiny_dataset
-    proc = run([sys.executable, TRAIN, "--phase=2", f"--input_dir={dataset}", f"--output_dir={tmp_path}"],
-               check=False)
-    assert proc.returncode == 1 and "phase 2 needs --init_checkpoint (CHECKPOINT_DIR)" in proc.stdout
-    proc = run([sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
-                f"--bert_config_file={config}", "--train_batch_size=6", "--gradient_accumulation_steps=4"],
-               check=False)
-    assert proc.returncode == 1 and "must be a multiple of --gradient_accumulation_steps=4" in proc.stdout
+
+    def usage_error(cmd, message, env=None):
+        proc = run(cmd, env=env, check=False)
+        assert proc.returncode == 2, proc.stdout
+        assert message in proc.stdout and "Traceback" not in proc.stdout, proc.stdout
+
+    usage_error([sys.executable, TRAIN, "--phase=2", f"--input_dir={dataset}", f"--output_dir={tmp_path}"],
+                "error: phase 2 needs --init_checkpoint (CHECKPOINT_DIR)")
+    usage_error([sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
+                 f"--bert_config_file={config}", "--train_batch_size=6", "--gradient_accumulation_steps=4"],
+                "must be a multiple of --gradient_accumulation_steps=4")
+    phase1_args = [sys.executable, TRAIN, "--phase=1", f"--input_dir={dataset}", f"--output_dir={tmp_path}",
+                   f"--bert_config_file={config}"]
+    usage_error(phase1_args + ["--precision=fp16"],
+                "--precision=fp16 is not supported here; use one of: fp32, avx-fp32, bf16, bf32")
+    usage_error(phase1_args + ["--no_such_flag"], "unrecognized arguments: --no_such_flag")
+    usage_error(phase1_args, "error: NUM_INTER_THREADS='two' is not a thread count",
+                env=child_env(NUM_INTER_THREADS="two"))
+    usage_error(phase1_args, "error: NUM_INTRA_THREADS='-4' is not a thread count",
+                env=child_env(NUM_INTRA_THREADS="-4"))
     assert not (tmp_path / "model_save").exists()
 
     phase1 = _fake_phase1_output(tmp_path / "runs")
     phase2 = [sys.executable, TRAIN, "--phase=2", f"--input_dir={dataset}"]
-    proc = run(phase2 + [f"--init_checkpoint={phase1}", f"--output_dir={tmp_path / 'p2'}"], check=False)
-    assert proc.returncode == 1
-    assert f"use --init_checkpoint={phase1 / 'model_save'}" in proc.stdout
-    proc = run(phase2 + [f"--init_checkpoint={phase1 / 'model_save'}", f"--output_dir={phase1}"], check=False)
-    assert proc.returncode == 1 and "would overwrite the model_save it starts from" in proc.stdout
+    usage_error(phase2 + [f"--init_checkpoint={phase1}", f"--output_dir={tmp_path / 'p2'}"],
+                f"use --init_checkpoint={phase1 / 'model_save'}")
+    usage_error(phase2 + [f"--init_checkpoint={phase1 / 'model_save'}", f"--output_dir={phase1}"],
+                "would overwrite the model_save it starts from")
     assert not (tmp_path / "p2").exists()
 
 
+def test_precision_aliases_are_accepted(tiny_dataset, tmp_path: Path):
+    dataset, config = tiny_dataset
+    out = tmp_path / "alias"
+    run([sys.executable, TRAIN, "--phase=1", "--precision=bfloat16", f"--input_dir={dataset}",
+         f"--output_dir={out}", f"--bert_config_file={config}", "--train_batch_size=2", "--max_steps=1"])
+    assert summary(out)["precision"] == "bf16"
+
+
 def test_bad_inputs_are_one_line_errors(tiny_dataset, tmp_path: Path):
-    """Missing or corrupt data, a broken config or model: "error: ..." and exit 1, no traceback."""
+    """Missing or corrupt data, a broken config or OUTPUT_DIR, found before any work: exit 2; a
+    model that does not load, or data that breaks during training: exit 1. "error: ...", no
+    traceback either way."""
     dataset, config = tiny_dataset
     (tmp_path / "empty").mkdir()
     corrupt = tmp_path / "corrupt" / "seq_128"
@@ -245,6 +268,13 @@ def test_bad_inputs_are_one_line_errors(tiny_dataset, tmp_path: Path):
     save.mkdir()
     (save / "config.json").write_text(config.read_text())
     (save / "model.safetensors").write_bytes(b"junk")
+    # the first file is fine (checked up front), the second breaks while training reads it
+    late = tmp_path / "late" / "seq_128"
+    late.mkdir(parents=True)
+    first, second = sorted((dataset / "seq_128").iterdir())
+    (late / first.name).write_bytes(first.read_bytes())
+    raw = second.read_bytes()
+    (late / second.name).write_bytes(raw[:16] + bytes(b ^ 0xFF for b in raw[16:64]) + raw[64:])
     import torch
 
     phase2_out = tmp_path / "phase2_out" / "model_save"
@@ -254,18 +284,22 @@ def test_bad_inputs_are_one_line_errors(tiny_dataset, tmp_path: Path):
     cases = [
         ([sys.executable, TRAIN, "--phase=1", f"--output_dir={phase2_out.parent}", f"--input_dir={dataset}",
           f"--bert_config_file={config}"],
-         f"{phase2_out} already holds phase 2's model, which this phase 1 run would overwrite"),
+         f"{phase2_out} already holds phase 2's model, which this phase 1 run would overwrite", 2),
         (phase1 + [f"--input_dir={tmp_path / 'empty'}", f"--bert_config_file={config}"],
-         "no TFRecord files match"),
+         "no TFRecord files match", 2),
         (phase1 + [f"--input_dir={tmp_path / 'corrupt'}", f"--bert_config_file={config}"],
-         "CRC mismatch"),
+         "CRC mismatch", 2),
         (phase1 + [f"--input_dir={dataset}", f"--bert_config_file={tmp_path / 'bad.json'}"],
-         "cannot read BERT config"),
+         "cannot read BERT config", 2),
         ([sys.executable, TRAIN, "--phase=2", f"--input_dir={dataset}", f"--init_checkpoint={save}",
-          f"--output_dir={tmp_path / 'out2'}"], f"cannot load the model in {save}"),
+          f"--output_dir={tmp_path / 'out2'}"], f"cannot load the model in {save}", 1),
+        ([sys.executable, TRAIN, "--phase=1", f"--output_dir={tmp_path / 'late_out'}",
+          f"--input_dir={tmp_path / 'late'}", f"--bert_config_file={config}", "--train_batch_size=8",
+          "--max_steps=20"], str(late / second.name), 1),
     ]
-    for cmd, message in cases:
+    for cmd, message, code in cases:
         proc = run(cmd, check=False)
-        assert proc.returncode == 1, proc.stdout
+        assert proc.returncode == code, proc.stdout
         assert message in proc.stdout and "Traceback" not in proc.stdout, proc.stdout
+        assert proc.stdout.strip().splitlines()[-1].startswith("error: "), proc.stdout
     assert not (tmp_path / "out").exists()  # the checks ran before anything was written

@@ -203,7 +203,7 @@ def test_cli_globs_comma_lists_and_sharded_output(tmp_path):
     bad = run_script(CREATE_DATA, f"--input_file={tmp_path}/nothing/*.txt",
                      f"--vocab_file={vocab}", f"--output_file={tmp_path}/o.tfrecord",
                      check=False)
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a usage error: the flag names no file
     assert "nothing/*.txt" in bad.stderr and "matches no file" in bad.stderr
 
 
@@ -225,10 +225,10 @@ def test_cli_names_a_vocab_folder_and_an_input_folder(tmp_path):
     bad = run_script(CREATE_DATA, f"--input_file={tmp_path}/corpus/a.txt",
                      f"--vocab_file={tmp_path}", f"--output_file={tmp_path}/o.tfrecord",
                      check=False)
-    assert bad.returncode == 1 and f"--vocab_file={tmp_path}: not a file" in bad.stderr
+    assert bad.returncode == 2 and f"--vocab_file={tmp_path}: not a file" in bad.stderr
     bad = run_script(CREATE_DATA, f"--input_file={tmp_path}/corpus", f"--vocab_file={vocab}",
                      f"--output_file={tmp_path}/o.tfrecord", check=False)
-    assert bad.returncode == 1 and "is a directory" in bad.stderr
+    assert bad.returncode == 2 and "is a directory" in bad.stderr
     assert f"--input_file='{tmp_path}/corpus/*.txt'" in bad.stderr
 
 
@@ -316,3 +316,14 @@ def test_a_file_that_is_not_a_tfrecord_says_so(tmp_path):
     with pytest.raises(pdata.PretrainingDataError, match="notes.tfrecord: the files are empty "
                        "or not TFRecord files; create them with create_pretraining_data.py"):
         pdata.check_record_shapes([str(tmp_path / "notes.tfrecord")], SEQ, PRED)
+
+
+def test_cli_exits_1_when_the_work_fails(tmp_path):
+    """Flags fine, but the input holds no text: a failure of the work (1), not a usage error."""
+    vocab = make_vocab_file(tmp_path / "vocab.txt")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    bad = run_script(CREATE_DATA, f"--input_file={tmp_path}/blank.txt", f"--vocab_file={vocab}",
+                     f"--output_file={tmp_path}/o.tfrecord", check=False)
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("create_pretraining_data: error: no text")
+    assert "Traceback" not in bad.stderr

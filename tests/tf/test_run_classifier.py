@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.bert_large.tensorflow import classifier_data, run_classifier, tokenization
-from models.bert_large.tensorflow import finetune_loop as loop
+from models.bert_large.tensorflow import flags as tf_flags
 from tests.tf.conftest import make_vocab_file
 from tests.tf.finetune_fixtures import make_bert_dir, model_args, run_script, write_mrpc
 
@@ -71,7 +71,7 @@ def test_evaluate_logits():
 
 def test_flag_validation(tmp_path, bert_dir, mrpc_dir):
     def error(*extra):
-        with pytest.raises(loop.FlagError) as info:
+        with pytest.raises(tf_flags.FlagError) as info:
             run_classifier.main([*model_args(bert_dir), f"--output_dir={tmp_path}", *extra])
         return str(info.value)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from models.bert_large.tensorflow import finetune_loop as loop
+from models.bert_large.tensorflow import flags as tf_flags
 from models.bert_large.tensorflow import run_squad
 from tests.tf.finetune_fixtures import (TF_DIR, make_bert_dir, make_squad_dict, model_args,
                                         run_script, write_squad)
@@ -39,7 +40,7 @@ def squad_files(tmp_path_factory):
 # Flags
 # ------------------------------------------------------------------------------------------
 def _parse(*argv):
-    return loop.parse_flags(run_squad.build_parser(), list(argv))
+    return tf_flags.parse_flags(run_squad.build_parser(), list(argv))
 
 
 @pytest.mark.parametrize("spelling, value", [
@@ -60,7 +61,7 @@ def test_seed_flags_are_accepted_and_reported(caplog):
     assert len(flags.ignored_flags) == 5
     assert flags.unknown_flags == []
     with caplog.at_level(logging.WARNING, logger="bert"):
-        loop.warn_about_ignored(flags)
+        tf_flags.warn_about_ignored(flags)
     assert "--use_horovod=false" in caplog.text
 
 
@@ -86,7 +87,7 @@ def test_bad_values_fail_with_the_flag_name():
 def _error(tmp_path, bert_dir, *extra):
     args = [*model_args(bert_dir), f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64",
             "--max_query_length=16", *extra]
-    with pytest.raises(loop.FlagError) as info:
+    with pytest.raises(tf_flags.FlagError) as info:
         run_squad.main(args)
     return str(info.value)
 
@@ -106,7 +107,7 @@ def test_flag_validation(tmp_path, bert_dir, squad_files):
         tmp_path, bert_dir, "--do_train", f"--train_file={train}", "--num_train_epochs=0")
     assert "--do_lower_case=False" in _error(
         tmp_path, bert_dir, "--do_predict", f"--predict_file={dev}", "--do_lower_case=False")
-    with pytest.raises(loop.FlagError, match="--vocab_file is required"):
+    with pytest.raises(tf_flags.FlagError, match="--vocab_file is required"):
         run_squad.main(["--do_predict", f"--predict_file={dev}", f"--output_dir={tmp_path}"])
 
 
@@ -271,14 +272,21 @@ def test_fractional_epoch_bf16_runs_one_step_without_answers(tmp_path, bert_dir,
 
 
 def test_thread_counts_come_from_the_launcher_environment(monkeypatch):
+    def threads(*argv):
+        return tf_flags.check_thread_flags(_parse(*argv))
+
     monkeypatch.setenv("NUM_INTRA_THREADS", "3")
-    assert loop.thread_setting(None, "NUM_INTRA_THREADS") == 3
-    assert loop.thread_setting(5, "NUM_INTRA_THREADS") == 5  # the flag wins
+    monkeypatch.delenv("NUM_INTER_THREADS", raising=False)
+    assert threads() == (3, None)
+    assert threads("--num_intra_threads=5", "--num_inter_threads=2") == (5, 2)  # flags win
     monkeypatch.setenv("NUM_INTRA_THREADS", "many")
-    with pytest.raises(loop.FlagError, match="NUM_INTRA_THREADS='many'"):
-        loop.thread_setting(None, "NUM_INTRA_THREADS")
+    with pytest.raises(tf_flags.FlagError, match="NUM_INTRA_THREADS='many'"):
+        threads()
+    with pytest.raises(tf_flags.FlagError, match="--num_intra_threads=-1"):
+        threads("--num_intra_threads=-1")
     monkeypatch.delenv("NUM_INTRA_THREADS")
-    assert loop.thread_setting(None, "NUM_INTRA_THREADS") is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # TF's intra-op pool does not follow OpenMP's
+    assert threads() == (None, None)
 
 
 def test_train_steps_are_at_least_one():

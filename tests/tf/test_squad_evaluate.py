@@ -89,7 +89,7 @@ def test_cli_warns_about_another_version_and_fails_on_missing_file(tmp_path):
     assert json.loads(proc.stdout)["exact_match"] == 100.0
 
     proc = _cli(dataset, tmp_path / "missing.json")
-    assert proc.returncode == 1 and "missing.json" in proc.stderr
+    assert proc.returncode == 2 and "missing.json: file not found" in proc.stderr  # usage error
     assert _cli(dataset).returncode == 2  # usage error
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.bert_large.tensorflow import modeling
+from models.bert_large.tensorflow.runtime import write_text_atomic
 
 CHECKPOINT_BASENAME = "model.ckpt"
 INDEX_FILE = "checkpoint"  # same text format as tf.train.CheckpointManager's
@@ -285,15 +286,6 @@ def _bundle_files(prefix: str) -> list[str]:
     )
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _read_index(output_dir: str) -> list[str]:
     """Checkpoint basenames in the index, oldest first (latest last)."""
     try:
@@ -313,7 +305,7 @@ def _read_index(output_dir: str) -> list[str]:
 def _write_index(output_dir: str, names: list[str]) -> None:
     lines = [f'model_checkpoint_path: "{names[-1]}"']
     lines += [f'all_model_checkpoint_paths: "{n}"' for n in names]
-    _write_text_atomic(os.path.join(output_dir, INDEX_FILE), "\n".join(lines) + "\n")
+    write_text_atomic(os.path.join(output_dir, INDEX_FILE), "\n".join(lines) + "\n")
 
 
 def save_training_checkpoint(output_dir, step: int, model, optimizer=None, extra=None,

@@ -29,6 +29,10 @@ Usage::
 round-robin over them). As in google's script, all input documents are held in memory (as
 token ids) so that "random next" sentences come from any of them; for a corpus larger than
 memory, run the script once per group of input files (with a different ``--random_seed``).
+
+Exit status: 2 for a bad flag (an input pattern that matches no file, a vocab that is not a
+file, ...: checked before any work), 1 when the work fails (no text in the input, a vocab
+without the special tokens, an unwritable output), with one ``error: ...`` line on stderr.
 """
 
 from __future__ import annotations
@@ -602,11 +606,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              dupe_factor=FLAGS.dupe_factor,
                              do_whole_word_mask=FLAGS.do_whole_word_mask)
         inputs = expand_input_patterns(FLAGS.input_file)
+    except (ValueError, OSError) as e:  # a flag, checked before any work: usage error
+        print(f"create_pretraining_data: error: {e}", file=sys.stderr)
+        return 2
+    try:
         summary = create_pretraining_data(inputs, FLAGS.vocab_file, outputs, cfg,
                                           do_lower_case=FLAGS.do_lower_case,
                                           random_seed=FLAGS.random_seed,
                                           plain_progress=FLAGS.plain_progress)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, OSError) as e:  # the work failed (unreadable input, no text, ...)
         print(f"create_pretraining_data: error: {e}", file=sys.stderr)
         return 1
     secs = summary["seconds"]

@@ -3,6 +3,8 @@
 ``fp32``: everything in float32. ``bf16``: the Keras ``mixed_bfloat16`` policy, i.e. matmuls
 and activations in bfloat16 while variables (and therefore optimizer updates) stay float32.
 The model itself keeps softmax, LayerNorm, logits and losses in float32 whatever the policy.
+The names, their aliases (``bfloat16``, ``float32``, ...) and which ones TensorFlow runs come
+from ``models.common.precisions``.
 
 Call :func:`set_precision` *before* building a model: Keras layers read the global policy when
 they are constructed. Alternatively pass ``dtype=policy_name(precision)`` to a model.
@@ -12,18 +14,17 @@ from __future__ import annotations
 
 import keras
 
-PRECISIONS = ("fp32", "bf16")
+from models.common import precisions
+
+PRECISIONS = precisions.supported("tensorflow")
+# The Keras dtype policy of each precision TensorFlow runs.
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 
 def policy_name(precision: str) -> str:
-    """Keras dtype policy name for ``precision`` ("fp32" or "bf16")."""
-    try:
-        return _POLICIES[precision]
-    except KeyError:
-        raise ValueError(
-            f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}"
-        ) from None
+    """Keras dtype policy name for ``precision`` (any spelling ``precisions.canonical``
+    knows); ``ValueError`` naming the supported ones otherwise."""
+    return _POLICIES[precisions.resolve(precision, PRECISIONS)]
 
 
 def set_precision(precision: str) -> keras.DTypePolicy:
@@ -38,4 +39,5 @@ def current_precision() -> str:
     for precision, policy in _POLICIES.items():
         if policy == name:
             return precision
-    raise ValueError(f"global Keras dtype policy {name!r} is neither fp32 nor bf16")
+    raise ValueError(f"global Keras dtype policy {name!r} is none of "
+                     f"{precisions.human_list(PRECISIONS)}")

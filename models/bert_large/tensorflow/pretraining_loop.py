@@ -10,7 +10,6 @@ counts optimizer steps, which is what the learning-rate schedule and ``num_train
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -274,11 +273,3 @@ def set_rng_states(model, states: Sequence[Sequence[int]]) -> bool:
     for v, s in zip(variables, states):
         v.assign(np.asarray(s, dtype=np.dtype(getattr(v.dtype, "name", v.dtype))))
     return True
-
-
-def weights_fingerprint(model) -> str:
-    """sha256 of every trainable weight, to check that ranks agree."""
-    digest = hashlib.sha256()
-    for v in model.trainable_variables:
-        digest.update(np.ascontiguousarray(v.numpy()).tobytes())
-    return digest.hexdigest()

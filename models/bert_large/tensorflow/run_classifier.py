@@ -9,7 +9,7 @@
 
 Writes to ``output_dir``: ``model.ckpt-<steps>``, ``eval_results.txt`` / ``eval_results.json``
 (dev accuracy and loss), ``test_results.tsv`` (with --do_predict) and ``train_summary.json``.
-Several ranks (mpirun): see ``finetune_loop``.
+Several ranks (mpirun): see ``runtime``.
 """
 
 from __future__ import annotations
@@ -25,21 +25,21 @@ if __package__ in (None, ""):  # run as a file: make the package root importable
 import numpy as np  # noqa: E402
 
 from models.bert_large.tensorflow import classifier_data  # noqa: E402
-from models.bert_large.tensorflow import finetune_loop as loop  # noqa: E402
-from models.bert_large.tensorflow.finetune_loop import FlagError  # noqa: E402
+from models.bert_large.tensorflow import flags as tf_flags  # noqa: E402
+from models.bert_large.tensorflow.flags import FlagError  # noqa: E402
 
 log = logging.getLogger("bert")
 
 
 def build_parser():
-    p = loop.common_parser("Fine-tune BERT for sentence-pair classification (MRPC).")
+    p = tf_flags.common_parser("Fine-tune BERT for sentence-pair classification (MRPC).")
     p.set_defaults(max_seq_length=128, train_batch_size=32, learning_rate=2e-5,
                    num_train_epochs=3.0)
     g = p.add_argument_group("classification")
     g.add_argument("--task_name", help="MRPC")
     g.add_argument("--data_dir", help="GLUE task folder with train.tsv and dev.tsv")
-    loop.add_bool(g, "do_eval", False, "evaluate accuracy on dev.tsv")
-    loop.add_bool(g, "do_predict", False, "write class probabilities for test.tsv")
+    tf_flags.add_bool(g, "do_eval", False, "evaluate accuracy on dev.tsv")
+    tf_flags.add_bool(g, "do_predict", False, "write class probabilities for test.tsv")
     g.add_argument("--eval_batch_size", "--predict_batch_size", dest="eval_batch_size",
                    type=int, default=8)
     return p
@@ -64,7 +64,7 @@ def validate_flags(flags):
             raise FlagError(f"--data_dir={flags.data_dir} has no {name}")
     if flags.eval_batch_size < 1:
         raise FlagError(f"--eval_batch_size={flags.eval_batch_size} must be >= 1")
-    config = loop.validate_common(flags, needs_training_flags=flags.do_train)
+    config = tf_flags.validate_common(flags, needs_training_flags=flags.do_train)
     return config, processor
 
 
@@ -95,12 +95,15 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    flags = loop.parse_flags(build_parser(), argv)
+    flags = tf_flags.parse_flags(build_parser(), argv)
     config, processor = validate_flags(flags)
     splits = read_splits(processor, flags)
-    rt = loop.setup_runtime(flags)
 
-    from models.bert_large.tensorflow import modeling, tokenization  # noqa: PLC0415
+    # TensorFlow only now that the flags are known to be good.
+    from models.bert_large.tensorflow import modeling, runtime, tokenization  # noqa: PLC0415
+    from models.bert_large.tensorflow import finetune_loop as loop  # noqa: PLC0415
+
+    rt = runtime.setup_runtime(flags)
 
     tokenizer = tokenization.FullTokenizer(flags.vocab_file, do_lower_case=flags.do_lower_case)
     labels = processor.labels
@@ -138,10 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["global_step"] = global_step
         if "final_loss" in summary:
             result["loss"] = summary["final_loss"]
-        with open(os.path.join(rt.output_dir, "eval_results.txt"), "w", encoding="utf-8") as f:
-            for key in sorted(result):
-                f.write(f"{key} = {result[key]}\n")
-        loop.write_json(os.path.join(rt.output_dir, "eval_results.json"), result)
+        runtime.write_key_values(os.path.join(rt.output_dir, "eval_results.txt"), result)
+        runtime.write_json(os.path.join(rt.output_dir, "eval_results.json"), result)
         log.info("eval accuracy %.4f loss %.4f on %d examples", result["eval_accuracy"],
                  result["eval_loss"], result["eval_examples"])
         summary["eval"] = result
@@ -161,4 +162,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    loop.run_main(main)
+    tf_flags.run_main(main)

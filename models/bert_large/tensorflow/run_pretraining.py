@@ -44,15 +44,9 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a file: make the package root importable
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
-from models.bert_large.tensorflow.finetune_loop import (  # noqa: E402
-    FlagError,
-    add_bool,
-    configure_tf_threads,
-    parse_flags,
-    precision_flag,
-    setup_logging,
-    warn_about_ignored,
-)
+from models.bert_large.tensorflow import flags as tf_flags  # noqa: E402
+from models.bert_large.tensorflow.flags import FlagError, add_bool  # noqa: E402
+from models.bert_large.tensorflow.runtime import setup_logging  # noqa: E402
 from models.common import dist_env  # noqa: E402
 
 log = logging.getLogger("bert")
@@ -62,15 +56,8 @@ log = logging.getLogger("bert")
 # Flags
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description="BERT pretraining (MLM + NSP, LAMB, gradient accumulation).",
-                allow_abbrev=False)
+    p = tf_flags.new_parser("BERT pretraining (MLM + NSP, LAMB, gradient accumulation).")
     g = p.add_argument_group("data")
     g.add_argument("--input_files_dir", help="TFRecord folder (or glob / comma list) for "
                    "training, from create_pretraining_data.py")
@@ -85,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bert_config.json of the model")
     g.add_argument("--init_checkpoint", help="initial weights: google-research checkpoint or "
                    "phase 1's model.ckpt-<step> (prefix, or a folder = its latest)")
-    g.add_argument("--precision", type=precision_flag, default=None,
-                   help="fp32 or bf16 (default: bf16 when TF_BF16_CONVERSION is set, else fp32)")
+    g.add_argument("--precision", type=tf_flags.precision_flag, default=None,
+                   help=f"{tf_flags.PRECISION_HELP}; default: bf16 when TF_BF16_CONVERSION is "
+                        "set, else fp32")
 
     g = p.add_argument_group("training")
     g.add_argument("--output_dir", help="checkpoints, dllog and eval results")
@@ -118,10 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "<output_dir>/bert_dllog.json); its folder is created")
     g.add_argument("--log_steps", "--display_loss_steps", dest="log_steps", type=int,
                    default=1, help="log every N optimizer steps")
-    g.add_argument("--num_intra_threads", type=int, default=None,
-                   help="TF intra-op threads (default: $NUM_INTRA_THREADS)")
-    g.add_argument("--num_inter_threads", type=int, default=None,
-                   help="TF inter-op threads (default: $NUM_INTER_THREADS)")
+    tf_flags.add_thread_flags(g)
     return p
 
 
@@ -134,10 +119,8 @@ def validate_flags_or_throw(flags: argparse.Namespace):
     """Check flags before any heavy work; returns the BertConfig."""
     if not (flags.do_train or flags.do_eval):
         raise FlagError("nothing to do: set --do_train=True and/or --do_eval=True")
-    if not flags.bert_config_file:
-        raise FlagError("--bert_config_file is required (the model's bert_config.json)")
-    if not os.path.isfile(flags.bert_config_file):
-        raise FlagError(f"--bert_config_file={flags.bert_config_file}: file not found")
+    tf_flags.require_file(flags.bert_config_file, "bert_config_file",
+                          "the model's bert_config.json")
     if not flags.output_dir:
         raise FlagError("--output_dir is required: the folder for checkpoints and logs")
     if flags.do_train and not flags.input_files_dir:
@@ -145,11 +128,7 @@ def validate_flags_or_throw(flags: argparse.Namespace):
                         "create_pretraining_data.py)")
     if flags.do_eval and not flags.eval_files_dir:
         raise FlagError("--do_eval=True needs --eval_files_dir")
-    if flags.init_checkpoint:
-        prefix = flags.init_checkpoint
-        if not (os.path.isfile(prefix + ".index") or os.path.isdir(prefix)):
-            raise FlagError(f"--init_checkpoint={prefix}: no checkpoint there (expected "
-                            f"{prefix}.index); pass a prefix such as .../model.ckpt-7038")
+    tf_flags.check_init_checkpoint(flags.init_checkpoint, ".../model.ckpt-7038")
     for name in ("train_batch_size", "eval_batch_size", "num_train_steps",
                  "num_accumulation_steps", "save_checkpoints_steps", "log_steps",
                  "max_seq_length", "max_predictions_per_seq"):
@@ -165,16 +144,9 @@ def validate_flags_or_throw(flags: argparse.Namespace):
     if flags.max_predictions_per_seq > flags.max_seq_length:
         raise FlagError(f"--max_predictions_per_seq={flags.max_predictions_per_seq} exceeds "
                         f"--max_seq_length={flags.max_seq_length}")
-    from models.bert_large.tensorflow import modeling  # noqa: PLC0415 - TF import is slow
-
-    try:
-        config = modeling.BertConfig.from_json_file(flags.bert_config_file)
-    except (ValueError, TypeError, KeyError) as err:
-        raise FlagError(f"--bert_config_file={flags.bert_config_file}: {err}") from None
-    if flags.max_seq_length > config.max_position_embeddings:
-        raise FlagError(f"--max_seq_length={flags.max_seq_length} exceeds "
-                        f"max_position_embeddings={config.max_position_embeddings} of "
-                        f"{flags.bert_config_file}")
+    tf_flags.check_thread_flags(flags)
+    config = tf_flags.load_bert_config(flags.bert_config_file)
+    tf_flags.check_max_seq_length(flags, config)
     return config
 
 
@@ -213,16 +185,15 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
         distributed,
         modeling,
         optimization,
-        precision,
+        runtime,
     )
     from models.bert_large.tensorflow import pretraining_data as pdata  # noqa: PLC0415
     from models.bert_large.tensorflow import pretraining_loop as loop  # noqa: PLC0415
 
-    configure_tf_threads(flags)
     prec = flags.precision or ("bf16" if _bf16_from_env() else "fp32")
     if flags.precision is None and prec == "bf16":
         log.info("TF_BF16_CONVERSION is set: using --precision=bf16")
-    precision.set_precision(prec)
+    runtime.configure_tf(flags, prec)
     comm = distributed.get_communicator(env=env)
     primary = env.is_primary
     world = env.world_size
@@ -267,9 +238,7 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
                           if primary else None)
     if primary:
         os.makedirs(flags.output_dir, exist_ok=True)
-        params = {k: v for k, v in sorted(vars(flags).items())
-                  if k not in ("ignored_flags", "unknown_flags")}
-        dllog.log("PARAMETER", dict(params, precision=prec, world_size=world,
+        dllog.log("PARAMETER", dict(tf_flags.flag_values(flags), precision=prec, world_size=world,
                                     global_batch_size=flags.train_batch_size
                                     * flags.num_accumulation_steps * world,
                                     num_parameters=int(sum(int(tf.size(v)) for v in
@@ -313,7 +282,7 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
     status = 0
     if flags.do_train:
         status = _train(flags, env, comm, model, optimizer, train_data, position, step,
-                        train_files, dllog, loop, checkpoint, pdata, prec)
+                        train_files, dllog, loop, checkpoint, pdata, prec, runtime)
         if status:
             dllog.close()
             return status
@@ -328,17 +297,14 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
             results["next_sentence_loss"], results["eval_sequences"])
         dllog.log(["eval"], results)
         if primary:
-            path = os.path.join(flags.output_dir, "eval_results.txt")
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                for k in sorted(results):
-                    f.write(f"{k} = {results[k]}\n")
-            os.replace(path + ".tmp", path)
+            runtime.write_key_values(os.path.join(flags.output_dir, "eval_results.txt"),
+                                     results)
     dllog.close()
     return status
 
 
 def _train(flags, env, comm, model, optimizer, data, position, step, train_files, dllog,
-           loop, checkpoint, pdata, prec) -> int:
+           loop, checkpoint, pdata, prec, runtime) -> int:
     world = env.world_size
     global_batch = flags.train_batch_size * flags.num_accumulation_steps * world
     trainer = loop.PretrainingStep(model, optimizer, comm, flags.num_accumulation_steps,
@@ -412,7 +378,7 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
                    throughput_train=sps, sequences_per_sec=sps,
                    final_loss=(last or {}).get("loss"))
     if world > 1:  # every rank applied the same averaged updates: the weights must agree
-        same = comm.all_equal(loop.weights_fingerprint(model))
+        same = comm.all_equal(runtime.weights_fingerprint(model.trainable_variables))
         summary["weights_identical_across_ranks"] = same
         if not same:
             log.error("ranks ended with different weights")
@@ -432,15 +398,15 @@ def _abort_other_ranks(env: dist_env.DistEnv) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    flags = parse_flags(build_parser(), argv)
+    flags = tf_flags.parse_flags(build_parser(), argv)
     env = dist_env.from_environ()
     setup_logging(env)
-    warn_about_ignored(flags)
+    tf_flags.warn_about_ignored(flags)
     try:
         config = validate_flags_or_throw(flags)
     except FlagError as err:
         print(f"run_pretraining: error: {err}", file=sys.stderr)
-        return 2
+        return tf_flags.USAGE_EXIT
     from models.bert_large.tensorflow.checkpoint import CheckpointError  # noqa: PLC0415
     from models.bert_large.tensorflow.pretraining_data import (  # noqa: PLC0415
         PretrainingDataError,
@@ -451,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", err)
         print(f"run_pretraining: error: {err}", file=sys.stderr)
         _abort_other_ranks(env)
-        return 1
+        return tf_flags.FAILURE_EXIT
     except BaseException:
         _abort_other_ranks(env)
         raise

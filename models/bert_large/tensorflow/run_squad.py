@@ -10,7 +10,7 @@
 
 Writes to ``output_dir``: ``model.ckpt-<steps>`` (after training), ``predictions.json``,
 ``nbest_predictions.json``, ``eval_results.json`` (exact match / F1, when the predict file
-has answers) and ``train_summary.json``. Several ranks (mpirun): see ``finetune_loop``.
+has answers) and ``train_summary.json``. Several ranks (mpirun): see ``runtime``.
 """
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a file: make the package root importable
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
-from models.bert_large.tensorflow import finetune_loop as loop  # noqa: E402
-from models.bert_large.tensorflow.finetune_loop import FlagError  # noqa: E402
+from models.bert_large.tensorflow import flags as tf_flags  # noqa: E402
+from models.bert_large.tensorflow.flags import FlagError  # noqa: E402
 
 log = logging.getLogger("bert")
 
 
 def build_parser():
-    p = loop.common_parser("Fine-tune BERT on SQuAD and predict answers.")
+    p = tf_flags.common_parser("Fine-tune BERT on SQuAD and predict answers.")
     p.set_defaults(max_seq_length=384, train_batch_size=12, learning_rate=3e-5,
                    num_train_epochs=2.0)
     g = p.add_argument_group("SQuAD")
     g.add_argument("--train_file", help="SQuAD JSON for training (train-v1.1.json)")
-    loop.add_bool(g, "do_predict", False, "predict answers for --predict_file")
-    loop.add_bool(g, "do_eval", True,
+    tf_flags.add_bool(g, "do_predict", False, "predict answers for --predict_file")
+    tf_flags.add_bool(g, "do_eval", True,
                   "score predictions (exact match, F1) when --predict_file has answers")
     g.add_argument("--predict_file", help="SQuAD JSON to predict (dev-v1.1.json)")
     g.add_argument("--predict_batch_size", "--eval_batch_size", dest="predict_batch_size",
@@ -50,7 +50,7 @@ def build_parser():
     g.add_argument("--n_best_size", type=int, default=20)
     g.add_argument("--max_answer_length", type=int, default=30,
                    help="longest answer in word pieces")
-    loop.add_bool(g, "version_2_with_negative", False, "SQuAD 2.0: questions may be "
+    tf_flags.add_bool(g, "version_2_with_negative", False, "SQuAD 2.0: questions may be "
                   "unanswerable")
     g.add_argument("--null_score_diff_threshold", type=float, default=0.0,
                    help="SQuAD 2.0: predict no answer when null score - best > this")
@@ -62,14 +62,14 @@ def validate_flags(flags):
     if not flags.do_train and not flags.do_predict:
         raise FlagError("nothing to do: set --do_train=True and/or --do_predict=True")
     if flags.do_train:
-        loop.require_file(flags.train_file, "train_file",
+        tf_flags.require_file(flags.train_file, "train_file",
                            "--do_train needs the SQuAD training JSON")
     if flags.do_predict:
-        loop.require_file(flags.predict_file, "predict_file",
+        tf_flags.require_file(flags.predict_file, "predict_file",
                            "--do_predict needs the SQuAD JSON to predict")
         if flags.predict_batch_size < 1:
             raise FlagError(f"--predict_batch_size={flags.predict_batch_size} must be >= 1")
-    config = loop.validate_common(flags, needs_training_flags=flags.do_train)
+    config = tf_flags.validate_common(flags, needs_training_flags=flags.do_train)
     if flags.max_query_length < 1:
         raise FlagError(f"--max_query_length={flags.max_query_length} must be >= 1")
     if flags.max_seq_length <= flags.max_query_length + 3:
@@ -113,19 +113,23 @@ def load_squad_flag_file(path: str, flag: str) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    flags = loop.parse_flags(build_parser(), argv)
+    flags = tf_flags.parse_flags(build_parser(), argv)
     config = validate_flags(flags)
     train_json = load_squad_flag_file(flags.train_file, "train_file") if flags.do_train else None
     predict_json = (load_squad_flag_file(flags.predict_file, "predict_file")
                     if flags.do_predict else None)
-    rt = loop.setup_runtime(flags)
 
+    # TensorFlow only now that the flags are known to be good.
     from models.bert_large.tensorflow import (  # noqa: PLC0415
         modeling,
+        runtime,
         squad_data,
         squad_evaluate,
         tokenization,
     )
+    from models.bert_large.tensorflow import finetune_loop as loop  # noqa: PLC0415
+
+    rt = runtime.setup_runtime(flags)
 
     tokenizer = tokenization.FullTokenizer(flags.vocab_file, do_lower_case=flags.do_lower_case)
     model = modeling.BertForQuestionAnswering(config)
@@ -183,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              warn=lambda m: log.warning("%s", m))
             print(json.dumps(scores), flush=True)
             log.info("exact_match %.2f f1 %.2f", scores["exact_match"], scores["f1"])
-            loop.write_json(os.path.join(rt.output_dir, "eval_results.json"), scores)
+            runtime.write_json(os.path.join(rt.output_dir, "eval_results.json"), scores)
             summary["eval"] = scores
             metric = scores["f1"]
         elif flags.do_eval:
@@ -194,4 +198,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    loop.run_main(main)
+    tf_flags.run_main(main)

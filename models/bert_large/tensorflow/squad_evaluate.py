@@ -6,6 +6,9 @@ reference answers; a question with no prediction scores 0. Both numbers are perc
 
     python squad_evaluate.py dev-v1.1.json predictions.json
     {"exact_match": 81.2, "f1": 88.5}
+
+Exit status: 2 for a usage error (a missing argument or file), 1 when a file is not a SQuAD /
+predictions JSON; one ``error: ...`` line on stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import string
 import sys
@@ -160,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dataset_file", help="Dataset file (e.g. dev-v1.1.json)")
     parser.add_argument("prediction_file", help="Prediction file (predictions.json)")
     args = parser.parse_args(argv)
+    for path in (args.dataset_file, args.prediction_file):
+        if not os.path.isfile(path):  # a usage error, like argparse's own: exit 2
+            print(f"error: {path}: file not found", file=sys.stderr)
+            return 2
     try:
         result = evaluate_files(args.dataset_file, args.prediction_file)
     except (OSError, SquadFormatError) as err:
