@@ -72,3 +72,31 @@ def thread_settings(flag_intra: Optional[int] = None, flag_inter: Optional[int] 
     else:
         inter = _from_environ(environ, NUM_INTER_THREADS)
     return intra, inter
+
+
+# --- collective timeout ----------------------------------------------------------------------
+
+COLLECTIVE_TIMEOUT = "COLLECTIVE_TIMEOUT"  # seconds; unset or 0 = wait for ever (the default)
+COLLECTIVE_TIMEOUT_FLAG = "--collective_timeout"
+
+
+def collective_timeout(flag_value: Optional[float] = None,
+                       environ: Optional[Mapping[str, str]] = None) -> Optional[float]:
+    """Seconds a rank waits in one collective (allreduce, broadcast, barrier) before the job is
+    stopped naming the rank that did not answer; ``None`` = no limit. The flag
+    (``--collective_timeout``) wins over ``$COLLECTIVE_TIMEOUT``. Raises ``ValueError`` naming
+    the flag or variable when the value is not a number >= 0."""
+    environ = os.environ if environ is None else environ
+    if flag_value is not None:
+        raw, what = str(flag_value), COLLECTIVE_TIMEOUT_FLAG
+    else:
+        raw, what = environ.get(COLLECTIVE_TIMEOUT, "").strip(), COLLECTIVE_TIMEOUT
+        if not raw:
+            return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{what}={raw!r} is not a timeout in seconds (a number >= 0, 0 = no limit)")
+    return seconds or None
