@@ -16,17 +16,19 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from packager.errors import BuildError
+from packager.errors import BuildError, UsageError
 from packager.package import Package
 from packager.plan import PackagePlan, PlannedFile, make_plan
 
 DEFAULT_MTIME = 315532800  # 1980-01-01T00:00:00Z, used when SOURCE_DATE_EPOCH is not set
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 GZIP_LEVEL = 6  # what `gzip`/`tar -czf` use by default
 
 Progress = Callable[[str, int], None]  # (path in the archive, bytes) after each file
@@ -39,17 +41,55 @@ def source_date_epoch() -> int:
     try:
         epoch = int(value)
     except ValueError:
-        raise BuildError(f"SOURCE_DATE_EPOCH={value!r} is not an integer; set it to seconds since 1970 or unset it") from None
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not an integer; set it to seconds since 1970 or unset it") from None
     if epoch < 0:
-        raise BuildError(f"SOURCE_DATE_EPOCH={value} is negative; set it to seconds since 1970 or unset it")
+        raise UsageError(f"SOURCE_DATE_EPOCH={value} is negative; set it to seconds since 1970 or unset it")
+    if epoch > MAX_EPOCH:
+        raise UsageError(f"SOURCE_DATE_EPOCH={value} is after the year 9999, which tar cannot store; "
+                         f"set it to seconds since 1970 (at most {MAX_EPOCH}) or unset it")
     return epoch
+
+
+def _temp_prefix(path: Path, pid: int) -> str:
+    return f".{path.name}.{pid}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove the temp files that writes of ``path`` by processes no longer running left
+    beside it (a ``kill -9`` during a build); a running build's temp file is kept."""
+    removed = []
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\.[^/]*\.tmp\Z")
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False) and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """Write ``path`` through a temp file in the same folder, renamed into place on success."""
+    """Write ``path`` through a temp file in the same folder, renamed into place on success.
+    The temp name holds this process's id, so the next write of ``path`` removes what a killed
+    process left (``remove_stale_temp_files``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temp_files(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path, os.getpid()), suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:

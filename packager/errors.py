@@ -41,6 +41,8 @@ class SpecError(ModelpkgError):
     exit_code = 2
 
     def __init__(self, problems: list[Problem]):
+        if not problems:
+            raise ValueError("SpecError needs at least one problem")  # a silent spec error is a bug
         self.problems = list(problems)
         count = len(self.problems)
         head = f"{count} problem{'s' if count != 1 else ''} in spec{'s' if len({p.file for p in self.problems}) > 1 else ''}:"

@@ -29,6 +29,7 @@ from packager.conventions import (
 )
 from packager.errors import Problem, SpecError
 from packager.package import Package
+from packager.spec import SAFE_PATH_PATTERN
 from packager.templates import available_parts, part_file
 from packager.wrapper import render_wrapper_scripts
 
@@ -141,63 +142,115 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def _kind(path: Path) -> str:
+    """What a non-regular, non-folder file is, for messages."""
+    mode = os.lstat(path).st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _resolve(path: Path) -> Path | None:
+    """``path`` with symlinks resolved, or None for a symlink loop (or an unreadable link)."""
+    try:
+        return path.resolve(strict=False)
+    except (RuntimeError, OSError):
+        return None
+
+
 def _walk_source(
-    package: Package, root: Path, origin: str, entry, plan: FilePlan
+    package: Package, root: Path, key: str, source_rel: str, excludes: tuple[str, ...], plan: FilePlan
 ) -> list[tuple[str, Path]]:
-    """(path relative to the destination, real file) for one ``files`` entry."""
-    key = f"{origin}.source"
+    """(path relative to the source, real file) for one source (file or folder) in the
+    repository; every problem (missing, symlink leaving the repository or looping, FIFO or
+    device, a name a package path may not have) is recorded under ``key``."""
     label = package.label
-    source = root / entry.source
+
+    def problem(message: str) -> None:
+        plan.problems.append(Problem(label, key, message))
+
+    source = root / source_rel
     if not os.path.lexists(source):
-        plan.problems.append(Problem(label, key, f"{entry.source} does not exist in the repository ({root})"))
+        problem(f"{source_rel} does not exist in the repository ({root})")
         return []
-    real = source.resolve()
+    real = _resolve(source)
+    if real is None:
+        problem(f"{source_rel} is a symlink loop; replace it with a real file or folder")
+        return []
     if not _inside(real, root):
-        plan.problems.append(
-            Problem(label, key, f"{entry.source} is a symlink that leaves the repository (to {real}); use a path inside it")
-        )
+        problem(f"{source_rel} is a symlink that leaves the repository (to {real}); use a path inside it")
         return []
-    patterns = DEFAULT_EXCLUDES + tuple(entry.exclude)
+    if not real.exists():
+        problem(f"{source_rel} is a broken symlink; fix it or drop the entry")
+        return []
+    patterns = DEFAULT_EXCLUDES + tuple(excludes)
     if real.is_file():
         return [("", real)]
     if not real.is_dir():
-        plan.problems.append(Problem(label, key, f"{entry.source} is neither a file nor a folder"))
+        problem(f"{source_rel} is {_kind(real)}, not a file or a folder; only regular files are packed")
         return []
 
     found: list[tuple[str, Path]] = []
     visited: set[Path] = set()
 
     def walk(directory: Path, rel_dir: str) -> None:
-        if directory in visited:  # a symlink loop inside the repository
+        if directory in visited:  # a folder reached twice through symlinks
             return
         visited.add(directory)
         for child in sorted(os.scandir(directory), key=lambda d: d.name):
             rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+            shown = f"{source_rel}/{rel}"
             path = Path(child.path)
+            try:
+                is_dir = child.is_dir()  # follows symlinks
+            except OSError:  # a symlink loop
+                is_dir = False
+            if excluded(rel, patterns) or (is_dir and excluded(rel + "/", patterns)):
+                continue
             if child.is_symlink():
-                target = path.resolve()
-                shown = f"{entry.source}/{rel}"
+                target = _resolve(path)
+                if target is None:
+                    problem(f"{shown} is a symlink loop; remove it or exclude it")
+                    continue
                 if not _inside(target, root):
-                    plan.problems.append(
-                        Problem(label, key, f"{shown} is a symlink that leaves the repository (to {target}); "
-                                "replace it with a real file, or exclude it")
-                    )
+                    problem(f"{shown} is a symlink that leaves the repository (to {target}); "
+                            "replace it with a real file, or exclude it")
                     continue
                 if not target.exists():
-                    plan.problems.append(Problem(label, key, f"{shown} is a broken symlink; fix or exclude it"))
+                    problem(f"{shown} is a broken symlink; fix or exclude it")
                     continue
                 path = target
+            if not SAFE_PATH_PATTERN.match(child.name):
+                problem(f"{shown!r} has a name a package path may not have (letters, digits and . _ + @ - only); "
+                        "rename it or exclude it")
+                continue
             if path.is_dir():
-                if not excluded(rel + "/", patterns) and not excluded(rel, patterns):
-                    walk(path.resolve(), rel)
+                walk(path.resolve(), rel)
             elif path.is_file():
-                if not excluded(rel, patterns):
-                    found.append((rel, path))
+                found.append((rel, path))
+            else:
+                problem(f"{shown} is {_kind(path)}, not a regular file; remove it or exclude it")
 
     walk(real, "")
-    if not found:
-        plan.problems.append(Problem(label, key, f"{entry.source} has no files to pack (everything is excluded?)"))
+    if not found and not any(p.key == key for p in plan.problems):
+        problem(f"{source_rel} has no files to pack (everything is excluded?)")
     return found
+
+
+def _in_repository(root: Path, rel: str, key: str, fix: str, plan: FilePlan, label: str) -> Path | None:
+    """The real path of repository file ``rel``, or None with a problem recorded (missing, or
+    a symlink that leaves the repository)."""
+    path = root / rel
+    if not path.exists():
+        plan.problems.append(Problem(label, key, f"{rel} does not exist; {fix}"))
+        return None
+    real = path.resolve()
+    if not _inside(real, root):
+        plan.problems.append(Problem(label, key, f"{rel} is a symlink that leaves the repository (to {real})"))
+        return None
+    return real
 
 
 def plan_files(package: Package) -> FilePlan:
@@ -219,19 +272,17 @@ def plan_files(package: Package) -> FilePlan:
         by_path[item.path] = item
 
     for origin, entry in package.files:
-        for rel, real in _walk_source(package, root, origin, entry, plan):
+        for rel, real in _walk_source(package, root, f"{origin}.source", entry.source, entry.exclude, plan):
             dest = f"{entry.destination}/{rel}" if rel else entry.destination
             add(PlannedFile.of_source(dest, file_mode(real), origin, real))
 
     for index, qs in enumerate(spec.quickstart):
         key = f"quickstart[{index}].script"
-        script = root / qs.script
-        if not script.is_file():
-            plan.problems.append(Problem(label, key, f"{qs.script} does not exist; write the script or fix the path"))
+        real = _in_repository(root, qs.script, key, "write the script or fix the path", plan, label)
+        if real is None:
             continue
-        real = script.resolve()
-        if not _inside(real, root):
-            plan.problems.append(Problem(label, key, f"{qs.script} is a symlink that leaves the repository (to {real})"))
+        if not real.is_file():
+            plan.problems.append(Problem(label, key, f"{qs.script} is not a file; name the script itself"))
             continue
         if not os.stat(real).st_mode & stat.S_IXUSR:
             plan.problems.append(Problem(label, key, f"{qs.script} is not executable; run: chmod +x {qs.script}"))
@@ -251,18 +302,9 @@ def plan_files(package: Package) -> FilePlan:
     else:
         plan.problems.append(Problem(label, "licenses", "the repository has no LICENSE file at its root; every package ships it"))
     for index, lic in enumerate(spec.licenses):
-        key = f"licenses[{index}]"
-        path = root / lic
-        if not path.exists():
-            plan.problems.append(Problem(label, key, f"{lic} does not exist; add the notice or drop the entry"))
-            continue
-        real = path.resolve()
-        if not _inside(real, root):
-            plan.problems.append(Problem(label, key, f"{lic} is a symlink that leaves the repository (to {real})"))
-            continue
-        files = [real] if real.is_file() else sorted(p for p in real.rglob("*") if p.is_file())
-        for item in files:
-            add(PlannedFile.of_source(f"licenses/third_party/{item.name}", 0o644, key, item))
+        # a notice, or a folder of notices: each shipped as licenses/third_party/<its name>
+        for _rel, item in _walk_source(package, root, f"licenses[{index}]", lic, (), plan):
+            add(PlannedFile.of_source(f"licenses/third_party/{item.name}", 0o644, f"licenses[{index}]", item))
 
     reserved = {MANIFEST: "the manifest", PACKAGE_INFO: "the package info modelpkg writes"}
     if spec.docs is not None and spec.docs.readme:

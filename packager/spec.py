@@ -36,6 +36,21 @@ PART_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 IMAGE_NAME_PATTERN = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# An image reference as docker/buildah take it: [host[:port]/]path[:tag][@sha256:digest]. It
+# reaches a Dockerfile (ARG BASE_IMAGE) and a shell script (build.sh), so nothing else is allowed.
+IMAGE_REF_PATTERN = (r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+                     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+# An absolute path inside the image (WORKDIR): plain path characters only.
+IMAGE_PATH_PATTERN = r"^/[A-Za-z0-9._/-]*$"
+# Characters allowed in the path of a file the package ships (its name reaches tar, the
+# MANIFEST, shell scripts and docs): letters, digits and ._+-@ within a segment.
+SAFE_PATH_PATTERN = re.compile(r"^[A-Za-z0-9._+@-]+(/[A-Za-z0-9._+@-]+)*$")
+MAX_PATH = 1024
+MAX_SEGMENT = 255
+MAX_GLOB = 256
+# Newlines are allowed only in these (Markdown) values; no other control character anywhere.
+MULTILINE_KEYS = ("description", "docs.vars")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 Framework = Literal["tensorflow", "pytorch"]
 Mode = Literal["training", "inference"]
@@ -73,7 +88,15 @@ def _rel_path(value: str) -> str:
     parts = tuple(p for p in parts if p != ".")
     if not parts:
         raise ValueError(f"path {text!r} is the repository root itself; name a file or folder in it")
-    return "/".join(parts)
+    joined = "/".join(parts)
+    if len(joined) > MAX_PATH or any(len(p) > MAX_SEGMENT for p in parts):
+        raise ValueError(f"path {joined[:60]!r}... is too long (at most {MAX_PATH} characters, "
+                         f"{MAX_SEGMENT} per folder or file name)")
+    if not SAFE_PATH_PATTERN.match(joined):
+        bad = sorted({c for c in joined if not re.match(r"[A-Za-z0-9._+@/-]", c)})
+        raise ValueError(f"path {joined!r} has characters a package path may not have ({', '.join(map(repr, bad))}); "
+                         "use letters, digits and . _ + @ -")
+    return joined
 
 
 RelPath = Annotated[str, AfterValidator(_rel_path)]
@@ -90,7 +113,7 @@ class FileEntry(_Model):
 
     source: RelPath
     destination: RelPath
-    exclude: tuple[str, ...] = ()
+    exclude: tuple[Annotated[str, Field(min_length=1, max_length=MAX_GLOB)], ...] = Field(default=(), max_length=100)
 
 
 class QuickstartEnv(_Model):
@@ -121,13 +144,13 @@ class Quickstart(_Model):
 class Image(_Model):
     name: str = Field(pattern=IMAGE_NAME_PATTERN)
     tag: str = Field(pattern=TAG_PATTERN)
-    base_image: str = Field(default="debian:bookworm-slim", min_length=1)
+    base_image: str = Field(default="debian:bookworm-slim", pattern=IMAGE_REF_PATTERN, max_length=255)
     # the package whose image this one builds on: base_image defaults to its image reference
     base_package: str | None = Field(default=None, pattern=NAME_PATTERN)
     dockerfile: RelPath  # default dockerfiles/<name>.Dockerfile (filled in by Spec)
     parts: tuple[PartName, ...] = Field(min_length=1)
     build_args: dict[EnvName, str] = {}
-    workdir: str  # default /workspace/<name> (filled in by Spec)
+    workdir: str = Field(pattern=IMAGE_PATH_PATTERN, max_length=MAX_PATH)  # default /workspace/<name> (filled in by Spec)
     env: dict[EnvName, str] = {}
 
     @field_validator("workdir")
@@ -140,6 +163,9 @@ class Image(_Model):
     @field_validator("env", "build_args")
     @classmethod
     def _no_proxies(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if '"' in text or "\\" in text:
+                raise ValueError(f"{key}: the value may not hold \" or \\ (it is written into the Dockerfile)")
         proxies = sorted(name for name in value if is_proxy_var(name))
         if proxies:
             raise ValueError(
@@ -197,11 +223,42 @@ def _one_line_text(value: str) -> str:
 OneLine = Annotated[str, AfterValidator(_one_line_text)]
 
 
+def _one_line_title(value: str) -> str:
+    value = value.strip()
+    if not value or "\n" in value:
+        raise ValueError("must be one non-empty line (it becomes the README title and an image label)")
+    return value
+
+
+OneLineTitle = Annotated[str, AfterValidator(_one_line_title), Field(max_length=200)]
+
+
+def control_characters(data: Any, path: str = "") -> list[tuple[str, str]]:
+    """(key path, message) for each string holding a control character (a newline outside
+    ``MULTILINE_KEYS``): such values would add lines to a generated Dockerfile or script, or
+    cut an archive member name short."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found += control_characters(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found += control_characters(value, f"{path}[{index}]")
+    elif isinstance(data, str):
+        multiline = any(path == k or path.startswith(k + ".") or path.startswith(k + "[") for k in MULTILINE_KEYS)
+        text = data.replace("\n", "") if multiline else data
+        match = _CONTROL.search(text) or (None if multiline else re.search("\n", text))
+        if match:
+            found.append((path, f"holds the control character {match.group(0)!r}; "
+                                "write it on one line without control characters"))
+    return found
+
+
 class Spec(_Model):
     name: str = Field(pattern=NAME_PATTERN, max_length=100)
-    title: str = Field(min_length=1)
+    title: OneLineTitle
     framework: Framework
-    precision: Precision | tuple[Precision, ...]
+    precision: Precision | Annotated[tuple[Precision, ...], Field(min_length=1)]
     mode: Mode
     hardware: Hardware
     description: str = ""
@@ -366,6 +423,9 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         return _format_loc(loc), message
     if kind == "missing":
         return _format_loc(loc), "is required but missing"
+    if kind == "literal_error" and isinstance(error.get("input"), (list, dict)):
+        expected = error.get("ctx", {}).get("expected", "")
+        return _format_loc(loc), f"must be one value, not a {type(error['input']).__name__}; use one of {expected}"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         message = f"{error['input']!r} is not allowed; use one of {expected}"
@@ -381,6 +441,8 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
             PART_PATTERN: "a template part name: lower-case letters, digits, '_' and '-'",
             ENV_PATTERN: "an environment variable name: letters, digits and '_', not starting with a digit",
             IMAGE_NAME_PATTERN: "an image repository such as intel/language-modeling (lower case)",
+            IMAGE_REF_PATTERN: "an image reference such as debian:bookworm-slim or registry:5000/team/img:tag@sha256:...",
+            IMAGE_PATH_PATTERN: "an absolute path in the image of letters, digits and . _ - /, e.g. /workspace/<name>",
             TAG_PATTERN: "an image tag: letters, digits, '_', '.', '-', at most 128 characters",
         }.get(pattern, f"a value matching {pattern}")
         return _format_loc(loc), f"{error['input']!r} is not allowed; use {hint}"
@@ -425,7 +487,8 @@ def _problems(label: str, errors: list[dict[str, Any]]) -> list[Problem]:
     problems: list[Problem] = []
     for error, key, message in described:
         kind = error["type"]
-        if kind in ("literal_error", "string_type", "value_error") and isinstance(error.get("input"), (list, tuple)):
+        if (kind in ("literal_error", "string_type", "value_error") and isinstance(error.get("input"), (list, tuple))
+                and any(other == key and e is not error or other.startswith(key + "[") for e, other, _ in described)):
             continue  # the per-item error of the list form says which item is wrong
         if kind == "missing" and key in typo_for:
             continue
@@ -441,9 +504,14 @@ def validate_spec(data: Any, label: str) -> Spec:
     """One package's data as a ``Spec``; ``SpecError`` with every problem, named by ``label``."""
     if not isinstance(data, dict):
         raise SpecError([Problem(label, "", "the spec must be a YAML mapping with keys name, title, framework, ...")])
+    controls = control_characters(data)
+    if controls:
+        raise SpecError([Problem(label, key, message) for key, message in controls])
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems(label, exc.errors())) from None
+        # never an empty list: an error the dedup rules would all drop is still reported
+        problems = _problems(label, exc.errors()) or [Problem(label, *_describe(e)) for e in exc.errors()]
+        raise SpecError(problems) from None
     spec._label = label
     return spec

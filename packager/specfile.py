@@ -47,6 +47,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain name, not a list or mapping", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} is written twice in one mapping; keep one", key_node.start_mark
@@ -69,16 +73,55 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
 
 
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a page of YAML
+MAX_DEPTH = 32  # mappings and lists nested deeper than any spec needs
+MAX_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb stops here)
+
+
+def _check_shape(data: Any, label: str) -> None:
+    """Refuse what no spec needs and what would make validation slow or deep: nesting beyond
+    ``MAX_DEPTH``, more than ``MAX_NODES`` values once aliases are expanded, mapping keys that
+    are not strings. Iterative, and stops at the first limit, so a billion-laughs document
+    costs ``MAX_NODES`` steps, not its expansion."""
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    seen = 0
+    while stack:
+        value, depth, key = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise SpecError([Problem(label, "", f"has more than {MAX_NODES} values once YAML aliases are expanded; "
+                                     "write the spec without alias chains")])
+        if depth > MAX_DEPTH:
+            raise SpecError([Problem(label, key, f"is nested more than {MAX_DEPTH} levels deep; a spec needs a few")])
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise SpecError([Problem(label, key, f"has a key {k!r} that is not a string; write keys as plain names")])
+                stack.append((v, depth + 1, f"{key}.{k}" if key else k))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(value))
+
+
 def read_yaml(path: Path, label: str) -> Any:
-    """The YAML document in ``path``; ``SpecError`` (one line, naming ``label``) when unreadable."""
+    """The YAML document in ``path``; ``SpecError`` (one line, naming ``label``) when it cannot
+    be read, is not UTF-8 or YAML, or is larger, deeper or wider than a spec can be."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError([Problem(label, "", f"is larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a page of YAML")])
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise SpecError([Problem(label, "", f"cannot read the file: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError([Problem(label, "", f"is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                                 "save it as UTF-8")]) from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError([Problem(label, "", f"not valid YAML: {_yaml_message(exc)}")]) from exc
+    except RecursionError:
+        raise SpecError([Problem(label, "", f"is nested more than {MAX_DEPTH} levels deep; a spec needs a few")]) from None
+    _check_shape(data, label)
+    return data
 
 
 # --- substitutions --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from packager.conventions import mask_credentials
 from packager.errors import CheckFailed, ModelpkgError, UsageError
 from packager.generated import sync
 from packager.package import package_names
@@ -67,7 +68,7 @@ class ModelpkgGroup(TyperGroup):
     def _report(ctx: typer.Context, exc: BaseException, message: str | None = None) -> None:
         if _debug(ctx):
             err_console.print(traceback.format_exc(), markup=False)
-        err_console.print("error: " + (message or str(exc)), markup=False)
+        err_console.print("error: " + mask_credentials(message or str(exc)), markup=False)
 
 
 def _debug(ctx: typer.Context) -> bool:

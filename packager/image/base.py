@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from packager.conventions import is_proxy_var
+from packager.conventions import is_proxy_var, mask_credentials
 from packager.errors import ModelpkgError
 
 LogFn = Callable[[str], None]
@@ -159,7 +159,8 @@ class Builder(Protocol):
 
 def printable_argv(argv: Iterable[str]) -> str:
     """``argv`` as a shell command a user can copy (quoted), with the values of proxy variables
-    (``--build-arg``/``--env``/``-e`` NAME_proxy=...) hidden: they may hold credentials."""
+    (``--build-arg``/``--env``/``-e`` NAME_proxy=...) hidden and the credentials of every other
+    URL masked (``mask_credentials``)."""
     out: list[str] = []
     hide_next = False
     for arg in argv:
@@ -170,7 +171,7 @@ def printable_argv(argv: Iterable[str]) -> str:
             hide_next = False
         elif arg in ("--build-arg", "--env", "-e"):
             hide_next = True
-        out.append(arg)
+        out.append(mask_credentials(arg))
     return shlex.join(out)
 
 
@@ -192,6 +193,7 @@ class OutputTracker:
         if _STEP_RE.match(line):
             self.step = line.strip()
             self.tail.clear()
+        line = mask_credentials(line)
         self.tail.append(line)
         self._log(line)
 

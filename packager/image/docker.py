@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from packager.conventions import mask_credentials
 from packager.image.base import (
     BuilderUnavailableError,
     BuildRequest,
@@ -169,7 +170,7 @@ class DockerBuilder:
                 f"{request.build_hint('docker')}"
             ) from None
         kwargs = self.run_kwargs(request)
-        log(f"docker run {request.image} {' '.join(request.command)}")
+        log(mask_credentials(f"docker run {request.image} {' '.join(request.command)}"))
         try:
             container = self.client.containers.run(request.image, **kwargs)
         except DockerException as exc:

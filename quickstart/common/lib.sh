@@ -162,10 +162,12 @@ ensure_output_dir() {
         || qs_usage_error "cannot create ${var}=${!var}; set ${var} to a writable directory"
 }
 
-# print_and_run CMD ARGS...: print the shell-quoted command, then run it
+# print_and_run CMD ARGS...: print the shell-quoted command (URL credentials hidden), then run it
 print_and_run() {
-    printf '+'
-    printf ' %q' "$@"
-    printf '\n'
+    local line
+    line="$(printf ' %q' "$@")"
+    # hide the secret part of URLs (http://user:password@host -> http://user:***@host)
+    printf '+%s\n' "$(sed -E -e 's#([A-Za-z][A-Za-z0-9+.-]*://)([^/@[:space:]:]*):([^/@[:space:]]*)@#\1\2:***@#g' \
+        -e 's#([A-Za-z][A-Za-z0-9+.-]*://)([^/@[:space:]:]+)@#\1***@#g' <<<"${line}")"
     "$@"
 }

@@ -14,7 +14,7 @@ import pytest
 
 from packager import archive
 from packager.archive import build_package, write_archive
-from packager.errors import BuildError
+from packager.errors import BuildError, UsageError
 from packager.plan import PlannedFile, glob_regex
 from packager.package import load_package
 from tests.packager.packager_fixtures import NAME, base_spec
@@ -82,7 +82,7 @@ def test_source_date_epoch(repo, tmp_path, monkeypatch):
     with tarfile.open(path) as tar:
         assert {m.mtime for m in tar.getmembers()} == {1700000000}
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(BuildError, match="SOURCE_DATE_EPOCH='yesterday' is not an integer"):
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH='yesterday' is not an integer"):
         build(repo, tmp_path / "x")
 
 

@@ -1,4 +1,4 @@
-"""The wrapper (container) package of seed 001: its tree, and build.sh / run.sh driven with a
+"""The wrapper (container) package (Intel's layout: build.sh, run.sh, model_packages/): its tree, and build.sh / run.sh driven with a
 fake ``docker`` on PATH that records every call."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _pairs(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
 
 
-def test_wrapper_archive_has_the_tree_of_seed_001(wrapper_dir: Path, package_dir: Path):
+def test_wrapper_archive_has_the_container_package_tree(wrapper_dir: Path, package_dir: Path):
     top = sorted(p.name for p in wrapper_dir.iterdir())
     assert top == sorted(["README.md", "build.sh", "licenses", "model_packages",
                           f"{SPEC}.Dockerfile", "run.sh"])
@@ -113,6 +113,19 @@ def test_build_sh_builds_on_the_base_image_with_proxies(wrapper_dir: Path, docke
     assert f"Built {IMAGE}" in proc.stdout
 
 
+def test_scripts_print_no_url_credentials(wrapper_dir: Path, docker, paths, tmp_path: Path):
+    env, calls = docker
+    env.update(http_proxy="http://alice:S3cret@proxy:3128", PRECISION="fp32", OUTPUT_DIR=str(paths["out"]),
+               DATASET_DIR=str(paths["dataset"]), CONFIG_FILE=str(paths["config"]))
+    for script in ("build.sh", "run.sh"):
+        proc = _run(wrapper_dir / script, env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "S3cret" not in proc.stdout + proc.stderr
+        assert "http_proxy=http://alice:***@proxy:3128" in proc.stdout, proc.stdout
+        # docker itself still gets the real value
+        assert any("http_proxy=http://alice:S3cret@proxy:3128" in a for a in calls()[-1]["argv"])
+
+
 def test_build_sh_says_how_to_get_a_missing_base_image(wrapper_dir: Path, docker, tmp_path: Path):
     env, calls = docker
     env["FAKE_DOCKER_IMAGES"] = ""
@@ -146,6 +159,43 @@ def test_run_sh_phase1_by_default(wrapper_dir: Path, docker, paths, tmp_path: Pa
     assert argv[-3:] == [IMAGE, "/bin/bash", "quickstart/run_bert_pretrain_phase1.sh"]
     assert paths["out"].is_dir()  # created on the host before mounting
     assert "+ docker run" in proc.stdout  # the command is printed
+
+
+def test_run_sh_passes_arguments_and_takes_the_precision_first(wrapper_dir: Path, docker, paths, tmp_path: Path):
+    env, calls = docker
+    env.update(OUTPUT_DIR=str(paths["out"]), DATASET_DIR=str(paths["dataset"]), CONFIG_FILE=str(paths["config"]))
+    proc = subprocess.run([str(wrapper_dir / "run.sh"), "bf16", "--max_steps=3", "--seed=7"], env=env,
+                          cwd=tmp_path, text=True, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = calls()[-1]["argv"]
+    assert "PRECISION=bf16" in _pairs(argv, "--env")
+    assert argv[-5:] == [IMAGE, "/bin/bash", "quickstart/run_bert_pretrain_phase1.sh", "--max_steps=3", "--seed=7"]
+    # PRECISION set and a different first argument: one error naming both, docker not started
+    before = len(calls())
+    env["PRECISION"] = "fp32"
+    proc = subprocess.run([str(wrapper_dir / "run.sh"), "bf16"], env=env, cwd=tmp_path, text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: PRECISION=fp32 and the argument bf16 disagree; give the precision once\n"
+    assert len(calls()) == before
+
+
+@pytest.mark.parametrize("script", ["run.sh", "build.sh"])
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_wrapper_scripts_explain_themselves(wrapper_dir: Path, docker, tmp_path: Path, script, flag):
+    env, calls = docker
+    proc = subprocess.run([str(wrapper_dir / script), flag], env=env, cwd=tmp_path, text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith(f"Usage: {'[SCRIPT=<script>] ./run.sh' if script == 'run.sh' else './build.sh'}")
+    if script == "run.sh":
+        # the precisions come from the spec; each variable once, with the spec's description
+        assert "[fp32|avx-fp32|bf16|bf32]" in proc.stdout
+        assert "PRECISION" in proc.stdout and "the precision to run: fp32, avx-fp32, bf16 or bf32 (required)" in proc.stdout
+        assert "CONFIG_FILE" in proc.stdout and "the path to bert_config.json" in proc.stdout
+    else:
+        assert "BASE_IMAGE" in proc.stdout and BASE in proc.stdout
+    assert calls() == []  # help starts nothing
 
 
 def test_run_sh_phase2_with_relative_paths(wrapper_dir: Path, docker, paths, tmp_path: Path):
