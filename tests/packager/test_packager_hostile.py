@@ -72,6 +72,15 @@ def test_env_descriptions_that_are_not_a_mapping(repo):
         "(one description per variable)"]
 
 
+def _with(data: dict, path: tuple, value) -> dict:
+    """``data`` with the value at key ``path`` replaced."""
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return data
+
+
 def _run_modelpkg(repo, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "from packager.entry import main; main()",
                            "--root", str(repo.root), *args],
@@ -109,12 +118,7 @@ def test_huge_globs_and_huge_files(repo):
     (("quickstart", 0, "env", "required", 0), "DATASET_DIR\rX"),
 ])
 def test_control_characters_never_reach_a_generated_file(repo, path, value):
-    data = base_spec()
-    target = data
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    repo.write_spec(data)
+    repo.write_spec(_with(base_spec(), path, value))
     lines = problem_lines(validate(repo))
     key = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
     assert len(lines) == 1, lines
@@ -132,12 +136,7 @@ def test_control_characters_never_reach_a_generated_file(repo, path, value):
     (("precision",), [], "must not be empty"),
 ])
 def test_values_that_would_run_in_a_shell_or_break_a_file_are_refused(repo, path, value, message):
-    data = base_spec()
-    target = data
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    repo.write_spec(data)
+    repo.write_spec(_with(base_spec(), path, value))
     lines = problem_lines(validate(repo))
     assert len(lines) == 1 and message in lines[0], lines
     assert not Path("/tmp/PWNED").exists()
