@@ -6,7 +6,6 @@ artifacts a build writes. Precision names are not here: they belong to the shipp
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from models.common.precisions import PACKAGE_INFO  # noqa: F401  (re-exported: the package's info file)
@@ -58,17 +57,6 @@ def context_package_path(name: str) -> str:
 PRECISION_VAR = "PRECISION"
 
 
-# The userinfo of a URL (scheme://user:password@host, or scheme://token@host): credentials.
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s:]*)(?::([^/@\s]*))?@")
-
-
-def mask_credentials(text: str) -> str:
-    """``text`` with the secret part of every URL's userinfo replaced by ``***``:
-    ``http://alice:S3cret@proxy:3128`` -> ``http://alice:***@proxy:3128``, a lone token
-    ``https://TOKEN@host`` -> ``https://***@host``. Used on everything modelpkg prints."""
-
-    def hide(match: re.Match[str]) -> str:
-        scheme, user, password = match.group(1), match.group(2), match.group(3)
-        return f"{scheme}{user}:***@" if password is not None else f"{scheme}***@"
-
-    return _URL_USERINFO.sub(hide, text)
+# The secret part of a URL's userinfo is masked in everything printed; the rule lives with the
+# shipped code (the launcher uses it too).
+from models.common.redact import mask_credentials  # noqa: E402,F401

@@ -17,6 +17,9 @@ with one comment line per rank saying what that rank runs (its ``numactl`` comma
 ``--dry-run`` stops there, ``--dry-run --json`` prints ``{"argv": [...], "env": {...},
 "ranks": [{"rank", "host", "local_rank", "cpus", "memory", "bind", "command"}, ...]}`` only
 (``"unset": [...]`` too when variables are removed).
+Credentials in URLs (``http://user:password@proxy:3128``, ``https://user:token@host/...``, in
+any argument or variable) are printed as ``user:***@``; the command executed gets the real
+values.
 The launcher then *replaces itself* with the command (``exec``): the exit status is the
 command's, and SIGINT/SIGTERM reach the command (or mpirun, which passes them to the ranks)
 directly, with no parent in between to duplicate or lose them.
@@ -43,6 +46,7 @@ if __package__ in (None, ""):  # run as a file: make `models.common` importable
         __file__)))))
 
 from models.common import bind, platform_info, precisions  # noqa: E402
+from models.common.redact import mask_credentials  # noqa: E402
 from models.common.platform_info import Platform, format_cpu_list, parse_cpu_list  # noqa: E402
 
 __all__ = ["LaunchError", "Tools", "Plan", "Slot", "parse_args", "build_plan", "main",
@@ -58,13 +62,26 @@ PRECISIONS = precisions.CANONICAL
 LOCAL_HOST = "localhost"
 # Variables forwarded to remote ranks (-x) when they are set, besides the ones we set.
 FORWARD_NAMES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_ADDR",
-                 "MASTER_PORT", "GC_KERNEL_PATH", "MALLOC_CONF")
+                 "MASTER_PORT", "GC_KERNEL_PATH", "MALLOC_CONF", "COLLECTIVE_TIMEOUT")
 FORWARD_PREFIXES = ("OMP_", "KMP_", "DNNL_", "ONEDNN_", "MKL_", "TF_", "HOROVOD_", "HABANA_",
                     "NUM_INTRA_", "NUM_INTER_", "TORCH_", "PT_HPU_")
 MALLOC_LIBS = {
     "tcmalloc": ("libtcmalloc.so.4", "libtcmalloc.so", "libtcmalloc_minimal.so.4"),
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
 }
+
+
+# -- credentials in printed output ------------------------------------------------------------
+
+def _masked(obj: object, name: Optional[str] = None) -> object:
+    """A copy of a JSON-like ``obj`` with :func:`mask_credentials` applied to every string."""
+    if isinstance(obj, str):
+        return mask_credentials(obj, name)
+    if isinstance(obj, dict):
+        return {k: _masked(v, k if isinstance(k, str) else None) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_masked(v) for v in obj]
+    return obj
 
 
 class LaunchError(Exception):
@@ -367,10 +384,12 @@ class Plan:
     ranks: List[Dict[str, object]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
+        """The plan as printed by ``--json``, credentials in URLs masked
+        (:func:`mask_credentials`); ``argv``/``env`` themselves keep the real values."""
         obj: dict = {"argv": self.argv, "env": self.env, "ranks": self.ranks}
         if self.unset:
             obj["unset"] = self.unset
-        return json.dumps(obj, sort_keys=False)
+        return json.dumps(_masked(obj), sort_keys=False)
 
     def rank_lines(self) -> List[str]:
         """One line per rank: where it runs and the command it execs."""
@@ -383,15 +402,18 @@ class Plan:
                 how = f"CPUs {r['cpus']} by sched_setaffinity, memory unbound: "
             else:
                 how = "unbound: "
-            lines.append(f"{where}: {how}{shlex.join(r['command'])}")  # type: ignore[arg-type]
+            command = [mask_credentials(a) for a in r["command"]]  # type: ignore[union-attr]
+            lines.append(f"{where}: {how}{shlex.join(command)}")
         return lines
 
     def shell_text(self) -> str:
-        lines = [f"# {PROG}: {self.summary}"]
+        """The plan as a shell script, credentials in URLs masked (:func:`mask_credentials`)."""
+        lines = [f"# {PROG}: {mask_credentials(self.summary)}"]
         lines += [f"#   {line}" for line in self.rank_lines()]
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
+        lines += [f"export {k}={shlex.quote(mask_credentials(v, k))}"
+                  for k, v in sorted(self.env.items())]
         lines += [f"unset {k}" for k in self.unset]
-        lines.append(shlex.join(self.argv))
+        lines.append(shlex.join(mask_credentials(a) for a in self.argv))
         return "\n".join(lines)
 
     def child_environ(self, environ: Mapping[str, str]) -> Dict[str, str]:
@@ -654,7 +676,7 @@ def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, st
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     for warning in plan.warnings:
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        print(f"{PROG}: warning: {mask_credentials(warning)}", file=sys.stderr)
     print(plan.to_json() if opts.json else plan.shell_text())
     sys.stdout.flush()
     sys.stderr.flush()

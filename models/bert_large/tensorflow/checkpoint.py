@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.bert_large.tensorflow import modeling
+from models.bert_large.tensorflow.flags import bundle_problem
 from models.bert_large.tensorflow.runtime import write_text_atomic
 
 CHECKPOINT_BASENAME = "model.ckpt"
@@ -173,13 +174,55 @@ def _is_bookkeeping(name: str) -> bool:
 
 
 def _reader(path: str):
+    """A ``CheckpointReader`` for the prefix ``path``; a truncated or corrupt bundle (an
+    ``.index`` cut short, ``.data-*`` shards missing or shorter than the tensors the index
+    lists) is a :class:`CheckpointError` naming the prefix, before any tensor is read."""
+    problem = bundle_problem(path)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {problem}")
     try:
-        return tf.train.load_checkpoint(path)
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.NotFoundError, ValueError) as e:
         raise CheckpointError(
             f"cannot read checkpoint {path!r}: give the prefix (e.g. .../bert_model.ckpt or "
-            f".../model.ckpt-1000, without .index) or a folder holding one ({e})"
+            f".../model.ckpt-1000, without .index) or a folder holding one ({_short(e)})"
         ) from None
+    except tf.errors.OpError as e:  # DataLossError, "not an sstable (bad magic number)", ...
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: cannot read "
+                              f"{path}.index ({_short(e)})") from None
+    needed = 0
+    try:
+        dtypes = reader.get_variable_to_dtype_map()
+        for name, shape in reader.get_variable_to_shape_map().items():
+            dtype = tf.as_dtype(dtypes[name])
+            if dtype != tf.string:
+                needed += int(np.prod(shape, dtype=np.int64)) * dtype.size
+    except (KeyError, TypeError, ValueError):
+        needed = 0
+    data = [f for f in _bundle_files(path) if not f.endswith(".index")]
+    have = sum(os.path.getsize(f) for f in data)
+    if have < needed:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: its data file(s) "
+            f"({', '.join(os.path.basename(f) for f in data) or 'none'}) hold {have} bytes, "
+            f"the tensors in {os.path.basename(path)}.index need at least {needed}; copy the "
+            "checkpoint again, or use an older one")
+    return reader
+
+
+def _short(err: Exception) -> str:
+    text = getattr(err, "message", None) or str(err)
+    return " ".join(text.split())[:300]
+
+
+def read_tensor(reader, path: str, name: str):
+    """``reader.get_tensor(name)``; a short or damaged data file is a CheckpointError."""
+    try:
+        return reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: cannot read tensor "
+                              f"{name} ({_short(e)}); copy the checkpoint again, or use an "
+                              "older one") from None
 
 
 def resolve_checkpoint_path(path) -> str:
@@ -235,7 +278,7 @@ def load_init_checkpoint(model, path) -> LoadReport:
         if ref.name not in shapes:
             initialized.append(ref.name)
             continue
-        tensor = reader.get_tensor(ref.name)
+        tensor = read_tensor(reader, path, ref.name)
         key = id(ref.variable)
         variables[key] = ref.variable
         if ref.cols is None:
@@ -384,7 +427,7 @@ def restore_training_checkpoint(path, model, optimizer=None) -> tuple[int, dict]
     for i, v in enumerate(_model_state_variables(model, refs)):
         key = f"{_KERAS_STATE_PREFIX}{i}"
         if key in shapes and tuple(shapes[key]) == tuple(v.shape):
-            v.assign(reader.get_tensor(key))
+            v.assign(read_tensor(reader, path, key))
     if optimizer is not None:
         _ensure_optimizer_built(optimizer, model)
         saved = sorted(
@@ -403,9 +446,9 @@ def restore_training_checkpoint(path, model, optimizer=None) -> tuple[int, dict]
                     f"optimizer variable {v.path}: checkpoint {path} has shape "
                     f"{list(shapes[key])}, expected {list(v.shape)}"
                 )
-            v.assign(reader.get_tensor(key))
-    step = int(reader.get_tensor(_STEP_KEY))
-    extra_raw = reader.get_tensor(_EXTRA_KEY)
+            v.assign(read_tensor(reader, path, key))
+    step = int(read_tensor(reader, path, _STEP_KEY))
+    extra_raw = read_tensor(reader, path, _EXTRA_KEY)
     if isinstance(extra_raw, np.ndarray):
         extra_raw = extra_raw.item()
     extra = json.loads(extra_raw.decode("utf-8") if isinstance(extra_raw, bytes) else extra_raw)

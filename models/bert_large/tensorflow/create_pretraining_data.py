@@ -590,6 +590,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.path.isfile(FLAGS.vocab_file):
             raise ValueError(f"--vocab_file={FLAGS.vocab_file}: not a file; pass the vocab.txt "
                              "of the BERT model the data is for")
+        from models.bert_large.tensorflow import flags as tf_flags  # noqa: PLC0415
+
+        try:
+            tf_flags.check_vocab_tokens(FLAGS.vocab_file, tf_flags.PRETRAINING_SPECIAL_TOKENS)
+        except tf_flags.FlagError as err:
+            raise ValueError(str(err)) from None
         if bool(FLAGS.output_file) == bool(FLAGS.output_dir):
             raise ValueError("pass exactly one of --output_file (comma-separated files) or "
                              "--output_dir with --num_shards")

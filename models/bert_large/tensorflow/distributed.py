@@ -11,11 +11,25 @@ Launch (two ranks on one host)::
 
     mpirun --allow-run-as-root --oversubscribe -np 2 python run_squad.py ... \\
         --mpi_workers_sync_gradients=True
+
+Collective timeout (``--collective_timeout`` / ``$COLLECTIVE_TIMEOUT``, read by
+``models.common.runtime_env.collective_timeout``; off by default): with mpi4py every
+collective is posted nonblocking (``Iallreduce``, ``Ibcast``, ``Iallgather(v)``,
+``Ibarrier``) and polled against a deadline. A rank still waiting after the timeout asks every
+other rank, on a duplicate communicator, to answer within a short grace period; the lowest
+rank that is still alive prints one ``error: ...`` line naming the ranks that did not answer
+(a frozen or stopped process) and the collective and step it was waiting in, then calls
+``MPI_Abort`` so that mpirun ends the whole job (exit status 1). Horovod has its own stall
+checks; the timeout applies to the mpi4py engine.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import pickle
+import sys
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,6 +38,9 @@ import tensorflow as tf
 from models.common import dist_env
 
 __all__ = ["Communicator", "get_communicator", "scaled_learning_rate"]
+
+log = logging.getLogger("bert")
+_CENSUS_TAG = 0x7E57  # point-to-point "I am alive" messages after a collective timed out
 
 
 def scaled_learning_rate(lr: float, world_size: int) -> float:
@@ -47,10 +64,19 @@ def _unflatten(flat: tf.Tensor, like: Sequence[tf.Tensor]) -> list[tf.Tensor]:
 class Communicator:
     """Collectives for one training process. ``engine`` is "none", "mpi4py" or "horovod"."""
 
-    def __init__(self, env: dist_env.DistEnv, engine: str, backend: Any = None):
+    def __init__(self, env: dist_env.DistEnv, engine: str, backend: Any = None,
+                 timeout: float | None = None):
         self.env = env
         self.engine = engine
         self._backend = backend  # mpi4py COMM_WORLD or the horovod.tensorflow module
+        # Seconds one collective may wait (mpi4py engine; None = for ever).
+        self.timeout = timeout if engine == "mpi4py" and timeout else None
+        # The training step in progress, named when a collective times out; loops set it.
+        self.step: int | None = None
+        # A duplicate of COMM_WORLD for the "who is alive" messages of a timeout, so they
+        # never match a message of the training's own collectives. Dup is collective: made
+        # by every mpi4py rank, whatever its timeout, so ranks that disagree cannot hang here.
+        self._census = backend.Dup() if engine == "mpi4py" else None
 
     @property
     def rank(self) -> int:
@@ -88,8 +114,63 @@ class Communicator:
 
         flat = np.ascontiguousarray(flat, dtype=np.float32)
         result = np.empty_like(flat)
-        self._backend.Allreduce(flat, result, op=MPI.SUM)
+        if self.timeout:
+            self._wait(self._backend.Iallreduce(flat, result, op=MPI.SUM),
+                       "the gradient allreduce")
+        else:
+            self._backend.Allreduce(flat, result, op=MPI.SUM)
         return result
+
+    # -- timeouts (mpi4py) -------------------------------------------------------------------
+    def _wait(self, request, what: str) -> None:
+        """Poll ``request`` until it completes or ``self.timeout`` passes (then the job is
+        stopped: :meth:`_timed_out`)."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.0
+        while not request.Test():
+            if time.monotonic() >= deadline:
+                self._timed_out(what)
+            time.sleep(pause)
+            pause = min(0.005, pause * 2 or 5e-5)
+
+    def _timed_out(self, what: str) -> None:
+        """Find the ranks that do not answer, report them (lowest live rank) and abort."""
+        from mpi4py import MPI  # noqa: PLC0415
+
+        comm, me = self._census, self.rank
+        others = [r for r in range(self.world_size) if r != me]
+        mine = np.array([me, -1 if self.step is None else self.step], np.int64)
+        sends = [comm.Isend(mine, dest=r, tag=_CENSUS_TAG) for r in others]
+        bufs = {r: np.zeros(2, np.int64) for r in others}
+        recvs = {r: comm.Irecv(bufs[r], source=r, tag=_CENSUS_TAG) for r in others}
+        grace = min(max(self.timeout, 1.0), 10.0)
+        deadline = time.monotonic() + grace
+        answered: set[int] = set()
+        while len(answered) < len(others) and time.monotonic() < deadline:
+            answered.update(r for r, req in recvs.items() if r not in answered and req.Test())
+            time.sleep(0.01)
+        missing = [r for r in others if r not in answered]
+        where = f"{what} at step {self.step}" if self.step is not None else what
+        if missing:
+            text = (f"collective timeout: rank(s) {', '.join(map(str, missing))} of "
+                    f"{self.world_size} did not answer within {self.timeout:g}s (rank {me} was "
+                    f"waiting in {where}); a rank is frozen or stopped. Stopping the job "
+                    "(--collective_timeout / $COLLECTIVE_TIMEOUT)")
+        else:
+            text = (f"collective timeout: {where} did not complete within {self.timeout:g}s "
+                    "although every rank answers (ranks waiting in different collectives?). "
+                    "Stopping the job (--collective_timeout / $COLLECTIVE_TIMEOUT)")
+        reporter = min([me, *answered])
+        if me == reporter:  # one line for the whole job
+            print(f"error: {text}", file=sys.stderr)
+        else:
+            if log.hasHandlers():  # (never Python's last-resort handler: that is stderr)
+                log.error("%s", text)
+            time.sleep(grace)  # the reporter's abort ends this process; if not, abort here
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._census_sends = sends  # keep the requests alive until the abort
+        MPI.COMM_WORLD.Abort(1)
 
     # -- variables -------------------------------------------------------------------------
     def broadcast_variables(self, variables: Sequence[tf.Variable], root: int = 0) -> None:
@@ -104,7 +185,11 @@ class Communicator:
         for dtype in sorted({a.dtype.str for a in values}):
             idx = [i for i, a in enumerate(values) if a.dtype.str == dtype]
             buf = np.ascontiguousarray(np.concatenate([values[i].ravel() for i in idx]))
-            self._backend.Bcast(buf, root=root)
+            if self.timeout:
+                self._wait(self._backend.Ibcast(buf, root=root),
+                           f"the weight broadcast from rank {root}")
+            else:
+                self._backend.Bcast(buf, root=root)
             offset = 0
             for i in idx:
                 size = values[i].size
@@ -118,13 +203,31 @@ class Communicator:
             return [obj]
         if self.engine == "horovod":
             return list(self._backend.allgather_object(obj))
+        if self.timeout:
+            return self._allgather_with_timeout(obj)
         return self._backend.allgather(obj)
+
+    def _allgather_with_timeout(self, obj: Any) -> list:
+        from mpi4py import MPI  # noqa: PLC0415
+
+        data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+        sizes = np.zeros(self.world_size, np.int64)
+        self._wait(self._backend.Iallgather(np.array([data.size], np.int64), sizes),
+                   "an allgather (metrics / checkpoint state)")
+        out = np.empty(int(sizes.sum()), np.uint8)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._wait(self._backend.Iallgatherv([data, MPI.BYTE],
+                                               [out, (sizes, offsets), MPI.BYTE]),
+                   "an allgather (metrics / checkpoint state)")
+        return [pickle.loads(out[o:o + n].tobytes()) for o, n in zip(offsets, sizes)]
 
     def barrier(self) -> None:
         if self.world_size == 1:
             return
         if self.engine == "horovod":
             self._backend.allreduce(tf.constant(0.0), op=self._backend.Sum)
+        elif self.timeout:
+            self._wait(self._backend.Ibarrier(), "a barrier")
         else:
             self._backend.Barrier()
 
@@ -144,9 +247,12 @@ def _try_horovod() -> Any:
 
 def get_communicator(engine: str = "auto",
                      env: dist_env.DistEnv | None = None,
-                     horovod_import: Callable[[], Any] = _try_horovod) -> Communicator:
+                     horovod_import: Callable[[], Any] = _try_horovod,
+                     timeout: float | None = None) -> Communicator:
     """Communicator for this process. ``engine``: "auto" (Horovod if importable, else mpi4py),
-    "horovod" or "mpi4py". A single process never touches MPI."""
+    "horovod" or "mpi4py". A single process never touches MPI. ``timeout``: seconds one
+    collective may wait before the job is stopped naming the rank(s) that did not answer
+    (``runtime_env.collective_timeout()``; None = no limit; mpi4py engine only)."""
     env = env or dist_env.from_environ()
     if env.world_size == 1:
         return Communicator(env, "none")
@@ -159,6 +265,10 @@ def get_communicator(engine: str = "auto",
             if hvd.size() != env.world_size:
                 raise RuntimeError(f"Horovod sees {hvd.size()} ranks but the launcher set "
                                    f"{env.world_size}; launch with mpirun/horovodrun")
+            if timeout:
+                log.warning("the collective timeout (%gs) applies to the mpi4py engine only; "
+                            "with Horovod use its stall check (HOROVOD_STALL_SHUTDOWN_TIME_"
+                            "SECONDS)", timeout)
             return Communicator(env, "horovod", hvd)
         if engine == "horovod":
             raise RuntimeError("engine 'horovod' requested but horovod.tensorflow cannot be "
@@ -173,4 +283,4 @@ def get_communicator(engine: str = "auto",
         raise RuntimeError(f"MPI reports rank {comm.Get_rank()}/{comm.Get_size()} but the "
                            f"environment says {env.rank}/{env.world_size}; start the ranks "
                            "with mpirun")
-    return Communicator(env, "mpi4py", comm)
+    return Communicator(env, "mpi4py", comm, timeout=timeout)

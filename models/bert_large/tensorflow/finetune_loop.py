@@ -140,6 +140,7 @@ def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, ba
     for step in range(1, steps + 1):
         if step % log_steps == 0 or step == steps:
             lr = float(optimizer.learning_rate)  # the schedule now: what this step applies
+        rt.comm.step = step  # named if a collective of this step times out
         loss_value = float(step_fn(next(batches)))
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss is {loss_value} at step {step}; lower "

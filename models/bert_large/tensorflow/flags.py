@@ -13,6 +13,8 @@ import argparse
 import difflib
 import logging
 import os
+import re
+import struct
 import sys
 from typing import Any, Callable, Sequence
 
@@ -88,6 +90,25 @@ def add_bool(parser: argparse.ArgumentParser, name: str, default: bool, help: st
                         nargs="?", const=True, default=default, metavar="BOOL", help=help)
 
 
+def add_collective_timeout_flag(group) -> None:
+    """``--collective_timeout`` (default: ``$COLLECTIVE_TIMEOUT``, else no limit)."""
+    group.add_argument(runtime_env.COLLECTIVE_TIMEOUT_FLAG, type=float, default=None,
+                       metavar="SECONDS",
+                       help="several ranks: stop the job, naming the rank(s) that did not "
+                            "answer, when one collective (gradient allreduce, broadcast, "
+                            "gather) waits longer than this (default: "
+                            f"${runtime_env.COLLECTIVE_TIMEOUT}; unset or 0: wait for ever)")
+
+
+def check_collective_timeout(flags: argparse.Namespace) -> float | None:
+    """Seconds a collective may wait (``runtime_env.collective_timeout``: the flag, else
+    ``$COLLECTIVE_TIMEOUT``), None for no limit; a bad value is a FlagError naming it."""
+    try:
+        return runtime_env.collective_timeout(getattr(flags, "collective_timeout", None))
+    except ValueError as err:
+        raise FlagError(str(err)) from None
+
+
 def add_thread_flags(group) -> None:
     """``--num_intra_threads`` / ``--num_inter_threads`` (default: the launcher's variables)."""
     group.add_argument(runtime_env.INTRA_FLAG, type=int, default=None,
@@ -133,6 +154,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     add_bool(g, "checkpoint_all_ranks", False,
              "sync mode: every rank also saves its final weights in output_dir/rank_<r> "
              "(to check that ranks agree)")
+    add_collective_timeout_flag(g)
     add_thread_flags(g)
     return p
 
@@ -206,11 +228,64 @@ def require_file(value: str | None, flag: str, what: str) -> None:
 
 def check_init_checkpoint(prefix: str | None, example: str) -> None:
     """``--init_checkpoint``, when given, names a checkpoint prefix (``prefix.index``), a
-    folder or a file; ``example`` is the kind of prefix the message suggests."""
+    folder or a file; ``example`` is the kind of prefix the message suggests. A prefix whose
+    bundle is visibly truncated (see :func:`bundle_problem`) is refused here too."""
     if prefix and not (os.path.isfile(prefix + ".index") or os.path.isdir(prefix)
                        or os.path.isfile(prefix)):
         raise FlagError(f"--init_checkpoint={prefix}: no checkpoint there (expected "
                         f"{prefix}.index); pass the prefix, e.g. {example}")
+    problem = bundle_problem(prefix) if prefix else None
+    if problem:
+        raise FlagError(f"--init_checkpoint={prefix}: the checkpoint is truncated or corrupt: "
+                        f"{problem}")
+
+
+# A TensorFlow checkpoint bundle: ``<prefix>.index`` is a LevelDB-style table that ends with a
+# 48-byte footer whose last 8 bytes are this magic number; ``<prefix>.data-NNNNN-of-MMMMM``
+# are its M data shards.
+_TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
+_TABLE_FOOTER = 48
+_SHARD_RE = re.compile(r"\.data-(\d+)-of-(\d+)$")
+
+
+def bundle_problem(prefix: str) -> str | None:
+    """What is visibly wrong with the checkpoint bundle at ``prefix`` (standard library, reads
+    only the end of the ``.index``): an index cut short, data shards missing or empty. None
+    when it looks complete, or when there is no ``prefix.index`` (other checks name that)."""
+    index = prefix + ".index"
+    if not os.path.isfile(index):
+        return None
+    try:
+        size = os.path.getsize(index)
+        with open(index, "rb") as f:
+            f.seek(max(size - len(_TABLE_MAGIC), 0))
+            tail = f.read()
+    except OSError as err:
+        return f"cannot read {index} ({err.strerror})"
+    if size < _TABLE_FOOTER or tail != _TABLE_MAGIC:
+        return (f"{index} is cut short or damaged ({size} bytes, no index table footer); copy "
+                "the checkpoint again, or use an older one")
+    folder, base = os.path.split(prefix)
+    try:
+        names = os.listdir(folder or ".")
+    except OSError as err:
+        return f"cannot list {folder or '.'} ({err.strerror})"
+    shards: dict[int, str] = {}
+    total = None
+    for name in names:
+        m = _SHARD_RE.search(name)
+        if m and name[:m.start()] == base:
+            shards[int(m.group(1))] = name
+            total = int(m.group(2))
+    if total is None:
+        return f"no data file {base}.data-00000-of-NNNNN beside {index}"
+    missing = [f"{base}.data-{i:05d}-of-{total:05d}" for i in range(total) if i not in shards]
+    if missing:
+        return f"data file(s) {', '.join(missing)} missing beside {index}"
+    empty = [n for n in shards.values() if os.path.getsize(os.path.join(folder, n)) == 0]
+    if empty:
+        return f"data file(s) {', '.join(sorted(empty))} are empty"
+    return None
 
 
 def load_bert_config(path: str) -> BertConfig:
@@ -248,12 +323,14 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> Be
     _check_case_matches_checkpoint(flags.do_lower_case, flags.init_checkpoint)
     config = load_bert_config(flags.bert_config_file)
     _check_vocab_fits_config(flags.vocab_file, flags.bert_config_file, config.vocab_size)
+    check_vocab_tokens(flags.vocab_file, FINETUNE_SPECIAL_TOKENS)
     check_max_seq_length(flags, config)
     if flags.max_seq_length < 8:
         raise FlagError(f"--max_seq_length={flags.max_seq_length} is too short; use >= 8")
     if flags.log_steps < 1:
         raise FlagError(f"--log_steps={flags.log_steps} must be >= 1")
     check_thread_flags(flags)
+    check_collective_timeout(flags)
     if needs_training_flags:
         if flags.train_batch_size < 1:
             raise FlagError(f"--train_batch_size={flags.train_batch_size} must be >= 1")
@@ -266,6 +343,25 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> Be
         if flags.num_warmup_steps is not None and flags.num_warmup_steps < 0:
             raise FlagError(f"--num_warmup_steps={flags.num_warmup_steps} must be >= 0")
     return config
+
+
+FINETUNE_SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[UNK]")
+PRETRAINING_SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[MASK]", "[UNK]")
+
+
+def check_vocab_tokens(vocab_file: str, needed: Sequence[str], flag: str = "vocab_file") -> None:
+    """The special tokens the script writes into its sequences must be lines of the vocab
+    (standard library; tokens are the stripped lines, as ``tokenization.load_vocab`` reads)."""
+    try:
+        with open(vocab_file, encoding="utf-8") as f:
+            tokens = {line.strip() for line in f}
+    except (OSError, UnicodeDecodeError) as err:
+        raise FlagError(f"--{flag}={vocab_file}: cannot read it ({err})") from None
+    missing = [t for t in needed if t not in tokens]
+    if missing:
+        raise FlagError(f"--{flag}={vocab_file} lacks the special token(s) {' '.join(missing)} "
+                        f"(needed: {' '.join(needed)}); use the vocab.txt of a BERT model (one "
+                        "wordpiece per line)")
 
 
 def _check_vocab_fits_config(vocab_file: str, config_file: str, vocab_size: int) -> None:

@@ -16,6 +16,13 @@ re-reads at most one group to get back to it.
 Corrupt or truncated files raise :class:`CorruptRecordError` naming the file (TensorFlow's own
 ``DataLossError`` does not say which file); records of another ``max_seq_length`` /
 ``max_predictions_per_seq`` raise :class:`RecordShapeError` naming the file and the flag.
+
+Before TensorFlow opens a file, :func:`check_framing` walks its record headers with the
+standard library (8-byte length + masked CRC32C of the length; payloads are seeked over, not
+read): a header whose length does not fit in the rest of the file (TensorFlow would try to
+allocate it and can crash the process) or fails its CRC is a :class:`CorruptRecordError`
+naming the file and the byte offset. Payload CRCs are left to TensorFlow's reader; a payload
+that is not a ``tf.train.Example`` is a :class:`CorruptRecordError` naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import glob
 import os
 import queue
 import random
+import struct
 import threading
 from typing import Iterator, Sequence
 
@@ -48,6 +56,95 @@ class CorruptRecordError(PretrainingDataError):
 
 class RecordShapeError(PretrainingDataError):
     pass
+
+
+# --------------------------------------------------------------------------------------------
+# Record framing (standard library; before TensorFlow reads a file)
+# --------------------------------------------------------------------------------------------
+# A TFRecord is: uint64 length (little endian), uint32 masked CRC32C of those 8 bytes, the
+# payload (length bytes), uint32 masked CRC32C of the payload.
+_HEADER = 12
+_FOOTER = 4
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+_NOT_TFRECORD = ("the files are empty or not TFRecord files; create them with "
+                 "create_pretraining_data.py")
+_framing_checked: set[tuple[str, int, int]] = set()
+
+
+def scan_framing(path: str) -> int:
+    """Walk the record headers of ``path`` (payloads are skipped, not read); returns the record
+    count. Raises :class:`CorruptRecordError` naming the file and the offset of the first
+    header that is cut short, fails its CRC or claims more bytes than the file has left."""
+    try:
+        size = os.path.getsize(path)
+        f = open(path, "rb", buffering=1 << 16)
+    except OSError as err:
+        raise PretrainingDataError(f"{path}: cannot read ({err.strerror})") from None
+    count = offset = 0
+    with f:
+        while offset < size:
+            left = size - offset
+            header = f.read(_HEADER) if left >= _HEADER else b""
+            problem = None
+            if len(header) < _HEADER:
+                problem = (f"truncated TFRecord file: {left} byte(s) at offset {offset}, less "
+                           f"than a record header ({_HEADER} bytes)")
+            else:
+                length, crc = struct.unpack("<QI", header)
+                if _masked_crc32c(header[:8]) != crc:
+                    problem = (f"corrupt TFRecord file: the record header at offset {offset} "
+                               "fails its CRC")
+                elif length > left - _HEADER - _FOOTER:
+                    problem = (f"corrupt or truncated TFRecord file: the record at offset "
+                               f"{offset} claims {length} bytes but only "
+                               f"{max(left - _HEADER - _FOOTER, 0)} remain in the file "
+                               f"({size} bytes)")
+            if problem:
+                if count == 0:  # not one valid record: most likely not a TFRecord at all
+                    raise CorruptRecordError(f"{path}: {_NOT_TFRECORD} ({problem})")
+                raise CorruptRecordError(
+                    f"{path}: {problem}; regenerate it with create_pretraining_data.py or move "
+                    "it out of the input directory")
+            offset += _HEADER + length + _FOOTER
+            count += 1
+            f.seek(offset)
+    return count
+
+
+def check_framing(paths: Sequence[str]) -> None:
+    """:func:`scan_framing` for each of ``paths`` not already checked (unchanged since);
+    call it before TensorFlow opens the files."""
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # TF's own error names it
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        if key not in _framing_checked:
+            scan_framing(path)
+            _framing_checked.add(key)
 
 
 def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
@@ -123,6 +220,7 @@ def verify_files(paths: Sequence[str]) -> int:
     """Read every record of ``paths`` (CRCs checked); returns the record count. Raises
     :class:`CorruptRecordError` naming the first damaged file."""
     total = 0
+    check_framing(paths)
     for path in paths:
         try:
             for chunk in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(4096):
@@ -132,18 +230,45 @@ def verify_files(paths: Sequence[str]) -> int:
     return total
 
 
+def _decode_example(serialized: bytes, path: str) -> "tf.train.Example":
+    from google.protobuf.message import DecodeError  # noqa: PLC0415 - TF's dependency
+
+    try:
+        return tf.train.Example.FromString(serialized)
+    except (DecodeError, RuntimeWarning, ValueError) as err:
+        raise CorruptRecordError(
+            f"{path}: a record is not a serialized tf.train.Example ({err}); the file is not "
+            "BERT pretraining data: regenerate it with create_pretraining_data.py or move it "
+            "out of the input directory") from None
+
+
+def _find_unparsable(paths: Sequence[str], spec: dict) -> str | None:
+    """The first of ``paths`` holding a record that ``tf.io.parse_example`` rejects."""
+    for path in paths:
+        try:
+            for chunk in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(1024):
+                tf.io.parse_example(chunk, spec)
+        except (tf.errors.InvalidArgumentError, UnicodeDecodeError):
+            # (TF quotes the bad bytes in its message, which may not decode)
+            return path
+        except tf.errors.OpError:
+            continue
+    return None
+
+
 def check_record_shapes(paths: Sequence[str], max_seq_length: int,
                         max_predictions_per_seq: int) -> None:
     """Compare the first record found with the flags, for a clear message instead of a parse
     error deep in training."""
     for path in paths:
+        check_framing([path])
         try:
             first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except tf.errors.DataLossError as err:
             _raise_corrupt([path], err)
         if first is None:
             continue
-        ex = tf.train.Example.FromString(first.numpy())
+        ex = _decode_example(first.numpy(), path)
         feats = ex.features.feature
         missing = [k for k in (*INT_FEATURES, "masked_lm_weights") if k not in feats]
         if missing:
@@ -186,6 +311,7 @@ class PretrainingData:
         else:  # fewer files than ranks: everybody reads everything, keeps its share
             self.files = list(files)
             self.record_stride, self.record_offset = world_size, rank
+        check_framing(self.files)  # a bad header can crash TensorFlow's reader: check first
         self.batch_size = batch_size
         self.spec = feature_spec(max_seq_length, max_predictions_per_seq)
         self.max_seq_length = max_seq_length
@@ -241,7 +367,16 @@ class PretrainingData:
     def parse(self, serialized: Sequence[bytes], files_hint: Sequence[str] = ()) -> dict:
         try:
             feats = tf.io.parse_example(tf.constant(list(serialized)), self.spec)
-        except tf.errors.InvalidArgumentError as err:
+        except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as err:
+            # A payload that is not an Example: TF quotes its bytes, which may not even decode.
+            candidates = list(files_hint) or list(self.files)
+            if isinstance(err, UnicodeDecodeError) or "Could not parse example input" in str(err):
+                bad = _find_unparsable(candidates, self.spec)
+                raise CorruptRecordError(
+                    f"{bad or ', '.join(candidates[:4])}: a record is not a serialized "
+                    "tf.train.Example; the file is not BERT pretraining data: regenerate it "
+                    "with create_pretraining_data.py or move it out of the input directory"
+                ) from None
             where = ", ".join(files_hint) or ", ".join(self.files[:4])
             raise RecordShapeError(
                 f"cannot parse pretraining records from {where} with --max_seq_length="

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "<output_dir>/bert_dllog.json); its folder is created")
     g.add_argument("--log_steps", "--display_loss_steps", dest="log_steps", type=int,
                    default=1, help="log every N optimizer steps")
+    tf_flags.add_collective_timeout_flag(g)
     tf_flags.add_thread_flags(g)
     return p
 
@@ -145,6 +146,7 @@ def validate_flags_or_throw(flags: argparse.Namespace):
         raise FlagError(f"--max_predictions_per_seq={flags.max_predictions_per_seq} exceeds "
                         f"--max_seq_length={flags.max_seq_length}")
     tf_flags.check_thread_flags(flags)
+    tf_flags.check_collective_timeout(flags)
     config = tf_flags.load_bert_config(flags.bert_config_file)
     tf_flags.check_max_seq_length(flags, config)
     return config
@@ -194,7 +196,8 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
     if flags.precision is None and prec == "bf16":
         log.info("TF_BF16_CONVERSION is set: using --precision=bf16")
     runtime.configure_tf(flags, prec)
-    comm = distributed.get_communicator(env=env)
+    comm = distributed.get_communicator(env=env,
+                                        timeout=tf_flags.check_collective_timeout(flags))
     primary = env.is_primary
     world = env.world_size
 
@@ -342,6 +345,7 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
             features, position = next(batches)
             micro.append(features)
         lr = float(optimizer.learning_rate)  # the schedule at this step: what it applies
+        comm.step = step + 1  # named if a collective of this step times out
         t0 = time.perf_counter()
         metrics = trainer(micro)
         step += 1

@@ -27,7 +27,11 @@ import os
 import sys
 from typing import Any, Iterable, Mapping
 
-from models.bert_large.tensorflow.flags import check_thread_flags, warn_about_ignored
+from models.bert_large.tensorflow.flags import (
+    check_collective_timeout,
+    check_thread_flags,
+    warn_about_ignored,
+)
 from models.common import dist_env
 
 log = logging.getLogger("bert")
@@ -97,7 +101,7 @@ def setup_runtime(flags: argparse.Namespace) -> Runtime:
     intra, inter = configure_tf(flags, flags.precision)
 
     sync = bool(flags.mpi_workers_sync_gradients) and env.world_size > 1
-    comm = distributed.get_communicator(env=env)
+    comm = distributed.get_communicator(env=env, timeout=check_collective_timeout(flags))
     # Independent ranks differ by seed (data order, head init, dropout); synced ranks share it.
     keras.utils.set_random_seed(flags.seed + (0 if sync else env.rank))
 
