@@ -83,6 +83,11 @@ def check_start(phase: int, output_dir: Path, init_checkpoint: Path | None,
             raise ValueError(f"--output_dir={output_dir} is the folder of --init_checkpoint={ckpt}: "
                              f"this run would overwrite the {MODEL_SAVE} it starts from; set "
                              f"OUTPUT_DIR (--output_dir) to a new directory for phase {phase}")
+        try:  # a config.json with wrong types or values fails now, not after the set-up
+            BertConfig.from_json_file(ckpt / CONFIG)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; point CHECKPOINT_DIR (--init_checkpoint) to a model_save "
+                             "folder written by run_pretraining.py") from None
     elif phase == 2 and not has_state(own_save, 2):
         raise ValueError("phase 2 needs --init_checkpoint (CHECKPOINT_DIR): phase 1's "
                          "OUTPUT_DIR/model_save")

@@ -4,21 +4,29 @@ Each record is a ``tf.train.Example`` written by ``create_pretraining_data.py`` 
 ``input_ids``, ``input_mask``, ``segment_ids`` [seq_len], ``masked_lm_positions``,
 ``masked_lm_ids``, ``masked_lm_weights`` [max_predictions] and ``next_sentence_labels`` [1].
 Files are split across ranks when there are at least as many files as ranks, else records are.
+
+Only regular files are shards (``find_files`` names a directory, FIFO, ... that matches the
+pattern, without opening it), and every record's token ids are checked against the model's
+vocabulary (``RecordValueError`` naming the file, the record, the feature and the value) before
+they reach an embedding lookup.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import random
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.bert_large.pytorch.tfrecord_reader import iter_examples
+from models.bert_large.pytorch.tfrecord_reader import file_kind, iter_examples
 
-__all__ = ["PHASE_GLOBS", "find_files", "record_shape", "PretrainingBatches"]
+__all__ = ["PHASE_GLOBS", "DatasetError", "RecordValueError", "find_files", "record_shape",
+           "PretrainingBatches"]
 
 # Dataset layout of seed 001: DATASET_DIR/seq_128/part-*_128 and DATASET_DIR/seq_512/part-*
 PHASE_GLOBS = {1: "seq_128/part-*_128", 2: "seq_512/part-*"}
@@ -26,13 +34,35 @@ PHASE_GLOBS = {1: "seq_128/part-*_128", 2: "seq_512/part-*"}
 INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids")
 
 
+class DatasetError(ValueError):
+    """A path matching the shard pattern that is not a TFRecord file (a directory, a FIFO...)."""
+
+
+class RecordValueError(ValueError):
+    """A record whose values the model cannot take (a token id beyond the vocabulary...)."""
+
+
 def find_files(dataset_dir: str | Path, pattern: str) -> list[str]:
+    """The shards matching ``dataset_dir/pattern``, sorted. ``FileNotFoundError`` when none
+    match, ``DatasetError`` naming a match that is not a regular file (checked with ``stat``;
+    nothing is opened, so a FIFO cannot block)."""
     files = sorted(glob.glob(str(Path(dataset_dir) / pattern)))
     if not files:
         raise FileNotFoundError(
             f"no TFRecord files match {Path(dataset_dir) / pattern}; set DATASET_DIR to the "
             "directory holding seq_128/part-*_128 and seq_512/part-* (see the README's Datasets)"
         )
+    for path in files:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise DatasetError(f"{path} matches DATASET_DIR/{pattern} but is a broken symbolic "
+                               "link; only regular TFRecord files may match it: remove or fix "
+                               "the link") from None
+        if not stat.S_ISREG(mode):
+            raise DatasetError(f"{path} matches DATASET_DIR/{pattern} but is not a regular file "
+                               f"(it is {file_kind(mode)}); only regular TFRecord files may "
+                               "match it: move or rename it")
     return files
 
 
@@ -46,7 +76,24 @@ def record_shape(path: str | Path) -> tuple[int, int]:
     raise ValueError(f"{path} holds no records")
 
 
-def _example_arrays(ex: dict, seq_len: int, max_pred: int, path: str) -> dict[str, np.ndarray]:
+def _check_range(path: str, index: int, name: str, values: np.ndarray, limit: int | None,
+                 what: str) -> None:
+    """Every value of feature ``name`` lies in ``[0, limit)``, else ``RecordValueError``."""
+    if limit is None or values.size == 0:
+        return
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and high < limit:
+        return
+    bad = low if low < 0 else high
+    raise RecordValueError(
+        f"{path}: record index {index} has {name} value {bad}, outside [0, {limit}) allowed by {what}; "
+        "the data does not fit this model"
+    )
+
+
+def _example_arrays(ex: dict, seq_len: int, max_pred: int, path: str, index: int = 0,
+                    vocab_size: int | None = None,
+                    type_vocab_size: int | None = None) -> dict[str, np.ndarray]:
     out = {}
     for name in INT_FEATURES:
         if name not in ex:
@@ -67,6 +114,14 @@ def _example_arrays(ex: dict, seq_len: int, max_pred: int, path: str) -> dict[st
         if v.shape[0] < max_pred:
             v = np.concatenate([v, np.zeros(max_pred - v.shape[0], v.dtype)])
         out[name] = v
+    # ids the embeddings and the MLM loss would index with: an IndexError deep in torch otherwise
+    vocab = f"the model's vocab_size={vocab_size} (bert_config.json)"
+    _check_range(path, index, "input_ids", out["input_ids"], vocab_size, vocab)
+    _check_range(path, index, "masked_lm_ids", out["masked_lm_ids"], vocab_size, vocab)
+    _check_range(path, index, "segment_ids", out["segment_ids"], type_vocab_size,
+                 f"the model's type_vocab_size={type_vocab_size} (bert_config.json)")
+    _check_range(path, index, "masked_lm_positions", out["masked_lm_positions"], seq_len,
+                 f"the sequence length {seq_len}")
     return out
 
 
@@ -83,7 +138,11 @@ class PretrainingBatches:
         world_size: int = 1,
         seed: int = 12345,
         shuffle_buffer: int = 1000,
+        vocab_size: int | None = None,
+        type_vocab_size: int | None = None,
     ):
+        """``vocab_size`` / ``type_vocab_size`` (the model's; None: unchecked) bound the token
+        and segment ids of every record: ``RecordValueError`` names the file and the value."""
         self.files = list(files)
         self.batch_size = batch_size
         self.seq_len = seq_len
@@ -92,6 +151,8 @@ class PretrainingBatches:
         self.world_size = world_size
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
+        self.vocab_size = vocab_size
+        self.type_vocab_size = type_vocab_size
 
     def _examples(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         rng = random.Random(self.seed + epoch)
@@ -102,9 +163,10 @@ class PretrainingBatches:
             files = files[self.rank :: self.world_size]
         i = 0
         for path in files:
-            for ex in iter_examples(path):
+            for index, ex in enumerate(iter_examples(path)):
                 if split_files or i % self.world_size == self.rank:
-                    yield _example_arrays(ex, self.seq_len, self.max_predictions, path)
+                    yield _example_arrays(ex, self.seq_len, self.max_predictions, path, index,
+                                          self.vocab_size, self.type_vocab_size)
                 i += 1
 
     def _shuffled(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:

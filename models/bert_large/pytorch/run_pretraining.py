@@ -17,9 +17,14 @@ every ``--save_steps`` and at the end, and ``OUTPUT_DIR/summary.json``. A run wh
 ``OUTPUT_DIR/model_save`` already holds this phase's training state resumes from it
 (``checkpoint.py``).
 
+``--collective_timeout SECONDS`` (or ``$COLLECTIVE_TIMEOUT``; default: no limit) bounds how long
+a rank waits in one collective: a frozen or stuck rank then stops the job with one line naming
+it (``collectives.py``) instead of hanging it.
+
 Exit status: 0 done; 2 a usage error (a bad flag or variable, a folder a flag names that does
-not fit; checked before any work), one ``error: ...`` line on stderr; 1 a failure during the
-work (a model or data that cannot be read, a diverging loss, ranks that disagree).
+not fit, a bert_config.json with a wrong type; checked before any work), one ``error: ...`` line
+on stderr; 1 a failure during the work (a model or data that cannot be read, a token id beyond
+the vocabulary, a diverging loss, ranks that disagree, a collective that timed out).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -40,7 +46,7 @@ if __package__ in (None, ""):  # run as a file: make the package root importable
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from models.bert_large.pytorch import checkpoint  # noqa: E402
+from models.bert_large.pytorch import checkpoint, collectives  # noqa: E402
 from models.bert_large.pytorch.data import PHASE_GLOBS, PretrainingBatches, find_files, record_shape  # noqa: E402
 from models.bert_large.pytorch.modeling import BertConfig, BertForPreTraining, num_parameters  # noqa: E402
 from models.bert_large.pytorch.optimization import create_optimizer  # noqa: E402
@@ -100,6 +106,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_steps", type=int, default=500, help="0: save only at the end")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dist_backend", default="auto", choices=("auto", "gloo", "ccl"))
+    p.add_argument(runtime_env.COLLECTIVE_TIMEOUT_FLAG, metavar="SECONDS", default=None,
+                   help=f"give up a collective (allreduce, barrier) after SECONDS and stop the job "
+                        f"naming the rank(s) that did not answer (default: "
+                        f"${runtime_env.COLLECTIVE_TIMEOUT}, else no limit; 0: no limit)")
     p.add_argument("--no_ipex", action="store_true", help="do not use intel_extension_for_pytorch")
     args = p.parse_args(argv)
     validate_args(args)
@@ -125,6 +135,7 @@ def validate_args(args: argparse.Namespace) -> None:
                                Path(args.init_checkpoint) if args.init_checkpoint else None,
                                bool(args.bert_config_file))
         runtime_env.thread_settings(omp_fallback=True)
+        args.collective_timeout = runtime_env.collective_timeout(args.collective_timeout)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.bert_config_file and not Path(args.bert_config_file).is_file():
@@ -172,7 +183,10 @@ def setup_precision(precision: str, ipex) -> None:
             torch.set_float32_matmul_precision("medium")
 
 
-def setup_distributed(env: dist_env.DistEnv, backend: str) -> str | None:
+def setup_distributed(env: dist_env.DistEnv, backend: str, timeout_s: float | None = None,
+                      monitor: collectives.CollectiveMonitor | None = None) -> str | None:
+    """The process group (None: one process). With ``timeout_s`` the ranks first meet at rank
+    0's store (``collectives.join``), then every collective gives up after ``timeout_s``."""
     if env.world_size == 1:
         return None
     if backend in ("auto", "ccl"):
@@ -193,9 +207,41 @@ def setup_distributed(env: dist_env.DistEnv, backend: str) -> str | None:
                          "free port on it")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
-    dist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
-                            world_size=env.world_size)
+    if timeout_s is None:
+        dist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
+                                world_size=env.world_size)
+        return backend
+    host, port = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
+    if not port.strip().isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"MASTER_PORT={port!r} is not a port number (1-65535)")
+    try:
+        store = collectives.open_store(env.rank, env.world_size, host, int(port), timeout_s)
+        collectives.join(store, env.rank, env.world_size, timeout_s)
+    except collectives.CollectiveError as exc:
+        raise RunError(str(exc)) from None
+    if monitor is not None:
+        monitor.store, monitor.store_address = store, f"{host}:{port}"
+        monitor.at("the set-up of the process group")
+    dist.init_process_group(backend=backend, store=store, rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
     return backend
+
+
+@contextlib.contextmanager
+def collective_errors(monitor: collectives.CollectiveMonitor | None):
+    """In a multi-process run (``monitor`` set): a failed collective becomes a ``RunError``
+    naming the rank(s) that did not answer; a rank that stops for another error tells the
+    others why (``monitor.report``). A no-op for one process (``monitor`` None)."""
+    try:
+        yield
+    except (UsageError, RunError, checkpoint.CheckpointError) as exc:
+        if monitor is not None:
+            monitor.report(f"stopped: error: {exc}")
+        raise
+    except Exception as exc:
+        if monitor is not None and collectives.is_collective_failure(exc):
+            raise RunError(monitor.diagnose(exc)) from None
+        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,17 +253,28 @@ class Setup:
     backend: str | None
     ipex: object
     output_dir: Path
+    monitor: collectives.CollectiveMonitor | None = None
 
     def log(self, message: str) -> None:
         if self.env.is_primary:
             print(message, flush=True)
 
-    def barrier(self) -> None:
+    def at(self, where: str) -> None:
+        """What this rank does now, named if a collective fails (no communication)."""
+        if self.monitor is not None:
+            self.monitor.at(where)
+
+    def collective_errors(self):
+        return collective_errors(self.monitor if self.backend else None)
+
+    def barrier(self, what: str = "a barrier") -> None:
         if self.backend:
+            self.at(what)
             dist.barrier()
 
     def teardown(self) -> None:
         if self.backend:
+            self.at("the final barrier")
             dist.barrier()
             dist.destroy_process_group()
 
@@ -229,14 +286,19 @@ def setup(args: argparse.Namespace) -> Setup:
         os.environ.pop("DNNL_MAX_CPU_ISA", None)
     env = dist_env.from_environ()
     setup_threads()
-    backend = setup_distributed(env, args.dist_backend)
+    monitor = (collectives.CollectiveMonitor(env.rank, env.world_size, args.collective_timeout)
+               if env.world_size > 1 else None)
+    with collective_errors(monitor):
+        backend = setup_distributed(env, args.dist_backend, args.collective_timeout, monitor)
     ipex = import_ipex(args.no_ipex)
     setup_precision(args.precision, ipex)
-    run = Setup(env=env, backend=backend, ipex=ipex, output_dir=Path(args.output_dir))
-    if env.is_primary:
-        run.output_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.recover_interrupted_save(run.output_dir)
-    run.barrier()
+    run = Setup(env=env, backend=backend, ipex=ipex, output_dir=Path(args.output_dir),
+                monitor=monitor)
+    with run.collective_errors():
+        if env.is_primary:
+            run.output_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.recover_interrupted_save(run.output_dir)
+        run.barrier("the start-up barrier")
     return run
 
 
@@ -272,6 +334,7 @@ def open_data(args: argparse.Namespace, run: Setup, config: BertConfig, step: in
     batches = iter(PretrainingBatches(
         files, micro, args.max_seq_length, args.max_predictions_per_seq,
         rank=run.env.rank, world_size=run.env.world_size, seed=args.seed + step,
+        vocab_size=config.vocab_size, type_vocab_size=config.type_vocab_size,
     ))
     return files, batches
 
@@ -305,10 +368,11 @@ def train(args, run: Setup, model, train_model, optimizer, scheduler, batches,
         t0 = time.perf_counter()
         totals = torch.zeros(3)  # loss, mlm loss, nsp loss summed over micro-batches
         correct = count = 0
+        run.at(f"step {progress.step + 1}: forward/backward and the gradient allreduce (DDP)")
         for micro_step in range(accumulation):
             try:
                 batch = next(batches)
-            except ValueError as exc:  # a corrupt or foreign record further into the data
+            except ValueError as exc:  # a corrupt or foreign record, a token id beyond the vocab
                 raise RunError(str(exc)) from None
             last = micro_step == accumulation - 1
             sync = train_model.no_sync() if backend and not last else contextlib.nullcontext()
@@ -331,6 +395,7 @@ def train(args, run: Setup, model, train_model, optimizer, scheduler, batches,
 
         loss = (totals / accumulation).tolist()
         if backend:  # report the mean over ranks
+            run.at(f"step {step}: the allreduce of the logged losses")
             t = torch.tensor(loss[:3] + [correct, count], dtype=torch.float64)
             dist.all_reduce(t)
             loss = (t[:3] / run.env.world_size).tolist()
@@ -383,6 +448,7 @@ def prepare_for_training(args: argparse.Namespace, run: Setup, model, optimizer)
         model, optimizer = run.ipex.optimize(
             model, optimizer=optimizer,
             dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    run.at("the broadcast of rank 0's initial weights (DDP set-up)")
     train_model = torch.nn.parallel.DistributedDataParallel(model) if run.backend else model
     return model, optimizer, train_model
 
@@ -391,6 +457,7 @@ def rank_digests(run: Setup, model) -> list[str]:
     """Every rank's weights digest (DDP keeps replicas equal; a mismatch means a broken setup)."""
     digests = [checkpoint.weights_digest(model)]
     if run.backend:
+        run.at("the all-gather of the weight digests after training")
         digests = [None] * run.env.world_size
         dist.all_gather_object(digests, checkpoint.weights_digest(model))
         if len(set(digests)) != 1:
@@ -412,54 +479,55 @@ def write_summary(output_dir: Path, summary: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)                                     # 1. flags, before any work
     run = setup(args)                                           # 2. threads, ranks, precision
-    model, source, state = load_or_create_model(args, run)     # 3. model and optimizer
-    optimizer, scheduler, opt_kind, warmup = build_optimizer(args, run, model)
-    progress = Progress()
-    if state is not None:
-        if state["step"] >= args.max_steps:
-            # Finished before: leave model_save and summary.json as that run wrote them.
-            run.log(f"phase {args.phase} already finished: {run.output_dir / checkpoint.MODEL_SAVE} "
-                    f"holds step {state['step']} of --max_steps={args.max_steps}; nothing to do. "
-                    "Use a new OUTPUT_DIR to train again, or a larger MAX_STEPS (--max_steps) to go on")
-            run.teardown()
-            return 0
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress.step, progress.samples = state["step"], state["samples"]
-    model, optimizer, train_model = prepare_for_training(args, run, model, optimizer)
-    files, batches = open_data(args, run, model.config, progress.step)  # 4. this rank's data
-    env = run.env
-    micro = args.train_batch_size // args.gradient_accumulation_steps
-    global_batch = args.train_batch_size * env.world_size
-    run.log(f"BERT pretraining phase {args.phase}: {source}; {num_parameters(model) / 1e6:.1f}M "
-            f"parameters; precision {args.precision}; world size {env.world_size} "
-            f"({run.backend or 'single process'}); optimizer {opt_kind}; ipex "
-            f"{'on' if run.ipex is not None else 'off'}; {len(files)} file(s); global batch "
-            f"{global_batch} = {env.world_size} x {micro} x {args.gradient_accumulation_steps} "
-            f"accumulation; steps {progress.step}..{args.max_steps}; warmup {warmup}; "
-            f"DNNL_MAX_CPU_ISA {os.environ.get('DNNL_MAX_CPU_ISA', 'unset')}")
-    start = time.perf_counter()                                 # 5. the training loop
-    train(args, run, model, train_model, optimizer, scheduler, batches, progress, global_batch)
-    elapsed = time.perf_counter() - start
-    digests = rank_digests(run, model)                          # 6. check replicas, save
-    if env.is_primary:
-        path = checkpoint.save(run.output_dir, model, optimizer, scheduler, progress.step,
-                               args.phase, progress.samples)
-        throughput = (global_batch * progress.timed_steps / progress.timed_seconds
-                      if progress.timed_seconds else 0.0)
-        write_summary(run.output_dir, {
-            "phase": args.phase, "precision": args.precision, "steps": progress.step,
-            "max_steps": args.max_steps, "world_size": env.world_size, "backend": run.backend,
-            "global_batch_size": global_batch, "max_seq_length": args.max_seq_length,
-            "first_loss": progress.first_loss, "final_loss": progress.last_loss,
-            "throughput_sequences_per_second": round(throughput, 3),
-            "elapsed_seconds": round(elapsed, 3), "optimizer": opt_kind,
-            "ipex": run.ipex is not None, "model_save": str(path),
-            "weights_identical_on_all_ranks": len(set(digests)) == 1,
-            "rank_weight_digests": digests,
-        })
-    run.teardown()
-    return 0 if len(set(digests)) == 1 else FAILURE_EXIT
+    with run.collective_errors():  # a failed collective: one line naming the stuck rank
+        model, source, state = load_or_create_model(args, run)  # 3. model and optimizer
+        optimizer, scheduler, opt_kind, warmup = build_optimizer(args, run, model)
+        progress = Progress()
+        if state is not None:
+            if state["step"] >= args.max_steps:
+                # Finished before: leave model_save and summary.json as that run wrote them.
+                run.log(f"phase {args.phase} already finished: {run.output_dir / checkpoint.MODEL_SAVE} "
+                        f"holds step {state['step']} of --max_steps={args.max_steps}; nothing to do. "
+                        "Use a new OUTPUT_DIR to train again, or a larger MAX_STEPS (--max_steps) to go on")
+                run.teardown()
+                return 0
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            progress.step, progress.samples = state["step"], state["samples"]
+        model, optimizer, train_model = prepare_for_training(args, run, model, optimizer)
+        files, batches = open_data(args, run, model.config, progress.step)  # 4. this rank's data
+        env = run.env
+        micro = args.train_batch_size // args.gradient_accumulation_steps
+        global_batch = args.train_batch_size * env.world_size
+        run.log(f"BERT pretraining phase {args.phase}: {source}; {num_parameters(model) / 1e6:.1f}M "
+                f"parameters; precision {args.precision}; world size {env.world_size} "
+                f"({run.backend or 'single process'}); optimizer {opt_kind}; ipex "
+                f"{'on' if run.ipex is not None else 'off'}; {len(files)} file(s); global batch "
+                f"{global_batch} = {env.world_size} x {micro} x {args.gradient_accumulation_steps} "
+                f"accumulation; steps {progress.step}..{args.max_steps}; warmup {warmup}; "
+                f"DNNL_MAX_CPU_ISA {os.environ.get('DNNL_MAX_CPU_ISA', 'unset')}")
+        start = time.perf_counter()                             # 5. the training loop
+        train(args, run, model, train_model, optimizer, scheduler, batches, progress, global_batch)
+        elapsed = time.perf_counter() - start
+        digests = rank_digests(run, model)                      # 6. check replicas, save
+        if env.is_primary:
+            path = checkpoint.save(run.output_dir, model, optimizer, scheduler, progress.step,
+                                   args.phase, progress.samples)
+            throughput = (global_batch * progress.timed_steps / progress.timed_seconds
+                          if progress.timed_seconds else 0.0)
+            write_summary(run.output_dir, {
+                "phase": args.phase, "precision": args.precision, "steps": progress.step,
+                "max_steps": args.max_steps, "world_size": env.world_size, "backend": run.backend,
+                "global_batch_size": global_batch, "max_seq_length": args.max_seq_length,
+                "first_loss": progress.first_loss, "final_loss": progress.last_loss,
+                "throughput_sequences_per_second": round(throughput, 3),
+                "elapsed_seconds": round(elapsed, 3), "optimizer": opt_kind,
+                "ipex": run.ipex is not None, "model_save": str(path),
+                "weights_identical_on_all_ranks": len(set(digests)) == 1,
+                "rank_weight_digests": digests,
+            })
+        run.teardown()
+        return 0 if len(set(digests)) == 1 else FAILURE_EXIT
 
 
 def run_main(argv=None) -> int:

@@ -4,7 +4,8 @@ TensorFlow and the `tfrecord` package cannot share a process (duplicate protobuf
 so this module decodes both layers itself:
 
 * TFRecord framing: ``uint64 length | uint32 masked_crc32c(length) | data |
-  uint32 masked_crc32c(data)``, all little-endian. CRCs are verified by default.
+  uint32 masked_crc32c(data)``, all little-endian. CRCs are verified by default; a length
+  beyond what the rest of the file holds is refused before anything is allocated.
 * The protobuf wire format of ``Example{Features{map<string, Feature>}}`` where a
   ``Feature`` holds a ``BytesList`` (1), ``FloatList`` (2) or ``Int64List`` (3); packed and
   unpacked repeated fields are both accepted.
@@ -15,6 +16,8 @@ pure-Python fallback otherwise.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "TFRecordError",
+    "file_kind",
     "crc32c",
     "masked_crc32c",
     "iter_records",
@@ -78,10 +82,37 @@ def masked_crc32c(data: bytes) -> int:
 
 # --------------------------------------------------------------------------- framing
 
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` that is not a regular file is, in words ("a directory", ...)."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _open_regular(path: Path):
+    """(binary file, size) of ``path``; ``TFRecordError`` when it is not a regular file. Opened
+    non-blocking first, so a FIFO is refused instead of waiting for a writer for ever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TFRecordError(f"{path} is not a regular file (it is {file_kind(st.st_mode)}); "
+                                "a TFRecord file must be a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb"), st.st_size
+
+
 def iter_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
     """Yield the raw record payloads of one TFRecord file (uncompressed)."""
     path = Path(path)
-    with open(path, "rb") as f:
+    f, size = _open_regular(path)
+    with f:
         offset = 0
         while True:
             header = f.read(12)
@@ -94,6 +125,13 @@ def iter_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
                 raise TFRecordError(
                     f"{path}: length CRC mismatch at byte {offset}; the file is corrupted or "
                     "not an uncompressed TFRecord file"
+                )
+            room = max(size - offset - 16, 0)  # what the file holds after this header and footer
+            if length > room:
+                raise TFRecordError(
+                    f"{path}: truncated record at byte {offset}: its header claims {length} "
+                    f"bytes of data, but the file ({size} bytes) holds at most {room} more; the "
+                    "file is truncated or corrupted"
                 )
             data = f.read(length)
             footer = f.read(4)
