@@ -31,6 +31,7 @@ from packager.errors import Problem, SpecError
 from packager.package import Package
 from packager.spec import SAFE_PATH_PATTERN
 from packager.templates import available_parts, part_file
+from models.common.file_kinds import file_kind
 from packager.wrapper import render_wrapper_scripts
 
 # Never packed, whatever the spec says: caches and VCS data that would make builds depend on
@@ -144,12 +145,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 def _kind(path: Path) -> str:
     """What a non-regular, non-folder file is, for messages."""
-    mode = os.lstat(path).st_mode
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
+    return file_kind(os.lstat(path).st_mode)
 
 
 def _resolve(path: Path) -> Path | None:

@@ -202,8 +202,8 @@ def test_symlink_loops_fifos_and_devices_are_named(repo):
     assert lines == [
         f"{label}: files[1].source: models/demo/loop_a is a symlink loop; remove it or exclude it",
         f"{label}: files[1].source: models/demo/loop_b is a symlink loop; remove it or exclude it",
-        f"{label}: files[1].source: models/demo/pipe is a FIFO, not a regular file; remove it or exclude it",
-        f"{label}: licenses[1]: licenses/third_party/fifo.txt is a FIFO, not a file or a folder; only regular files are packed",
+        f"{label}: files[1].source: models/demo/pipe is a FIFO (named pipe), not a regular file; remove it or exclude it",
+        f"{label}: licenses[1]: licenses/third_party/fifo.txt is a FIFO (named pipe), not a file or a folder; only regular files are packed",
     ], lines
     data["files"][1]["exclude"] = ["loop_*", "pipe"]  # excluded, they are fine
     data["licenses"] = ["licenses/third_party/tf.txt"]

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.bert_large.pytorch.tfrecord_reader import file_kind, iter_examples
+from models.bert_large.pytorch.tfrecord_reader import iter_examples
+from models.common.file_kinds import file_kind
 
 __all__ = ["PHASE_GLOBS", "DatasetError", "RecordValueError", "find_files", "record_shape",
            "PretrainingBatches"]

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from models.common.file_kinds import file_kind
+
 __all__ = [
     "TFRecordError",
-    "file_kind",
     "crc32c",
     "masked_crc32c",
     "iter_records",
@@ -81,16 +82,6 @@ def masked_crc32c(data: bytes) -> int:
 
 
 # --------------------------------------------------------------------------- framing
-
-def file_kind(mode: int) -> str:
-    """What a ``st_mode`` that is not a regular file is, in words ("a directory", ...)."""
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
 
 def _open_regular(path: Path):
     """(binary file, size) of ``path``; ``TFRecordError`` when it is not a regular file. Opened
