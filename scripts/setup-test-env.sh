@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine: system packages
-# (OpenMPI, numactl, buildah, debootstrap, shellcheck) and the Python packages (modelpkg in
-# editable mode with its TensorFlow, PyTorch and test extras). Safe to run again.
+# (OpenMPI, numactl, OpenSSH client and server for the two-host tests, buildah,
+# debootstrap, shellcheck) and the Python packages (modelpkg in editable mode with its
+# TensorFlow, PyTorch and test extras). Safe to run again.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(
     openmpi-bin libopenmpi-dev numactl
-    openssh-client
+    openssh-client openssh-server
     buildah debootstrap fuse-overlayfs
     shellcheck
 )

@@ -9,7 +9,25 @@
   bound by ``bind.py`` to its own cores and local memory.
 * ``--hosts``/``MULTI_HLS_IPS``: ``mpirun -H host:slots,...`` with ``btl_tcp_if_include``,
   ``plm_rsh_args "-p PORT"`` and ``-x`` forwarding of the environment (hosts are assumed to
-  have the same CPU layout as this one).
+  have the same CPU layout as this one). The ssh port defaults to 3022 (Habana's docker sshd;
+  ``--ssh-port``/``DOCKER_SSHD_PORT`` override it); an ``OMPI_MCA_plm_rsh_args`` already in the
+  environment is kept and the port added to it. Without ``--tcp-include``/``MPI_TCP_INCLUDE``
+  the interface holding one of this machine's addresses named in the host list is used
+  (``btl_tcp_if_include IFACE``; addresses from ``ip -o -4 addr show``, else the
+  ``SIOCGIFCONF`` ioctl). A host must be one of an interface's own addresses, except on a
+  loopback interface, which answers its whole subnet (``127.0.0.2`` is ``lo``'s, whose listed
+  address is ``127.0.0.1/8``). Host names are not resolved. When no listed host is an address of
+  this machine nothing is emitted and a warning says so.
+* every MPI run forwards (``-x NAME``) those of ``TF_BF16_CONVERSION``, ``PYTHONPATH``,
+  ``HOROVOD_HIERARCHICAL_ALLREDUCE``, ``GC_KERNEL_PATH``, ``HABANA_LOGS``,
+  ``HABANA_VISIBLE_DEVICES`` that are set, on one host too.
+* ``--map-by-socket-pe N|auto`` (env ``MPI_MAP_BY_SOCKET_PE``): Habana's binding, ``mpirun
+  --bind-to core --map-by socket:PE=N`` running the command directly (no ``bind.py``). ``auto``:
+  N = usable physical cores per socket // ranks per socket on this host (ranks spread over the
+  usable sockets, rounded up), at least 1; the summary line says how N was found. N larger than
+  the cores per socket, or N x ranks per socket beyond them, is an error.
+* ``--tag-output``, ``--merge-stderr-to-stdout``, ``--output-filename DIR`` are passed to mpirun
+  as they are (``DIR`` is created when missing); with one process they have no effect.
 
 The command and the environment it sets are printed first (as a shell script you can paste),
 with one comment line per rank saying what that rank runs (its ``numactl`` command, or the CPUs
@@ -31,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -63,6 +82,10 @@ LOCAL_HOST = "localhost"
 # Variables forwarded to remote ranks (-x) when they are set, besides the ones we set.
 FORWARD_NAMES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_ADDR",
                  "MASTER_PORT", "GC_KERNEL_PATH", "MALLOC_CONF", "COLLECTIVE_TIMEOUT")
+# Forwarded (-x) in every MPI run, one host too, when they are set (Habana's BERT documents).
+MPI_FORWARD_NAMES = ("TF_BF16_CONVERSION", "PYTHONPATH", "HOROVOD_HIERARCHICAL_ALLREDUCE",
+                     "GC_KERNEL_PATH", "HABANA_LOGS", "HABANA_VISIBLE_DEVICES")
+DEFAULT_SSH_PORT = 3022  # the sshd port of Habana's containers
 FORWARD_PREFIXES = ("OMP_", "KMP_", "DNNL_", "ONEDNN_", "MKL_", "TF_", "HOROVOD_", "HABANA_",
                     "NUM_INTRA_", "NUM_INTER_", "TORCH_", "PT_HPU_")
 MALLOC_LIBS = {
@@ -99,6 +122,11 @@ class Tools:
     is_root: bool
     malloc_dirs: Tuple[str, ...] = ()
     python: str = sys.executable or "python3"
+    # This machine's IPv4 interfaces as (name, "address/prefix"); None: read them when needed.
+    interfaces: Optional[Tuple[Tuple[str, str], ...]] = ()
+
+    def local_interfaces(self) -> Tuple[Tuple[str, str], ...]:
+        return self.interfaces if self.interfaces is not None else read_interfaces()
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> "Tools":
@@ -110,7 +138,7 @@ class Tools:
                  "/usr/lib", "/lib/x86_64-linux-gnu"]
         return cls(numactl=shutil.which("numactl"), mpirun=_mpirun_path(environ),
                    is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
-                   malloc_dirs=tuple(dict.fromkeys(dirs)))
+                   malloc_dirs=tuple(dict.fromkeys(dirs)), interfaces=None)
 
     def find_malloc(self, which: str) -> Optional[str]:
         kinds = ("tcmalloc", "jemalloc") if which == "auto" else (which,)
@@ -136,6 +164,103 @@ def _mpirun_path(environ: Mapping[str, str]) -> Optional[str]:
         except OSError:
             pass
     return found
+
+
+# -- network interfaces ---------------------------------------------------------------------------
+
+def read_interfaces() -> Tuple[Tuple[str, str], ...]:
+    """This machine's IPv4 addresses as ``(interface, "address/prefix")``: ``ip -o -4 addr
+    show`` when installed, else the ``SIOCGIFCONF``/``SIOCGIFNETMASK`` ioctls."""
+    ip = shutil.which("ip") or next((p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip")
+                                     if os.access(p, os.X_OK)), None)
+    if ip:
+        try:
+            done = subprocess.run([ip, "-o", "-4", "addr", "show"], capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            done = None
+        if done is not None and done.returncode == 0:
+            found = []
+            for line in done.stdout.splitlines():
+                m = re.match(r"^\d+:\s+(\S+?)(?:@\S+)?\s+inet\s+(\d+\.\d+\.\d+\.\d+(?:/\d+)?)",
+                             line)
+                if m:
+                    found.append((m.group(1), m.group(2)))
+            return tuple(found)
+    return _ioctl_interfaces()
+
+
+def _ioctl_interfaces() -> Tuple[Tuple[str, str], ...]:
+    try:
+        import array
+        import fcntl
+        import socket
+        import struct
+    except ImportError:
+        return ()
+    siocgifconf, siocgifnetmask, ifreq = 0x8912, 0x891B, 40  # struct ifreq on 64-bit Linux
+    found = []
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            buf = array.array("B", bytes(ifreq * 128))
+            address, length = buf.buffer_info()
+            used = struct.unpack("iL", fcntl.ioctl(sock.fileno(), siocgifconf,
+                                                   struct.pack("iL", length, address)))[0]
+            data = buf.tobytes()[:used]
+            for i in range(0, used, ifreq):
+                name = data[i:i + 16].split(b"\0", 1)[0].decode(errors="replace")
+                addr = socket.inet_ntoa(data[i + 20:i + 24])
+                try:
+                    mask = socket.inet_ntoa(fcntl.ioctl(sock.fileno(), siocgifnetmask,
+                                                        struct.pack("256s", name.encode()))[20:24])
+                    prefix = ipaddress.ip_network(f"0.0.0.0/{mask}").prefixlen
+                except (OSError, ValueError):
+                    prefix = 32
+                found.append((name, f"{addr}/{prefix}"))
+    except OSError:
+        return ()
+    return tuple(found)
+
+
+def interface_for_hosts(hosts: Sequence[str], interfaces: Sequence[Tuple[str, str]]
+                        ) -> Optional[Tuple[str, str, str]]:
+    """``(interface, host, its address/prefix)`` for the first host (in list order) that is an
+    address of this machine: one of an interface's own addresses, or inside a loopback
+    interface's subnet (``lo`` answers all of 127.0.0.0/8). Host names are not resolved."""
+    parsed = []
+    for name, cidr in interfaces:
+        try:
+            parsed.append((name, cidr, ipaddress.ip_interface(cidr)))
+        except ValueError:
+            continue
+    for host in hosts:
+        try:
+            addr = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            continue
+        for name, cidr, iface in parsed:
+            if addr == iface.ip or (iface.ip.is_loopback and addr in iface.network):
+                return name, host, cidr
+    return None
+
+
+def _rsh_args(existing: Optional[str], port: int, explicit: bool) -> str:
+    """``plm_rsh_args`` value: ``existing`` (from ``OMPI_MCA_plm_rsh_args``) plus ``-p PORT``.
+    An explicit port replaces a ``-p`` already there; the default port leaves it."""
+    words = shlex.split(existing) if existing else []
+    has_port = any(w == "-p" or (w.startswith("-p") and w[2:].isdigit()) for w in words)
+    if has_port and not explicit:
+        return shlex.join(words)
+    kept: List[str] = []
+    skip = False
+    for w in words:
+        if skip:
+            skip = False
+        elif w == "-p":
+            skip = True
+        elif not (w.startswith("-p") and w[2:].isdigit()):
+            kept.append(w)
+    return shlex.join([*kept, "-p", str(port)]) if kept else f"-p {port}"
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -193,7 +318,20 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
                         "(env MULTI_HLS_IPS or MPI_HOSTNAMES)")
     p.add_argument("--tcp-include", metavar="IF",
                    help="interfaces/subnets for MPI TCP traffic (env MPI_TCP_INCLUDE)")
-    p.add_argument("--ssh-port", metavar="P", help="sshd port on the hosts (env DOCKER_SSHD_PORT)")
+    p.add_argument("--ssh-port", metavar="P", help="sshd port on the hosts (env DOCKER_SSHD_PORT; "
+                   f"default {DEFAULT_SSH_PORT} with --hosts), as plm_rsh_args \"-p P\" added to "
+                   "OMPI_MCA_plm_rsh_args")
+    p.add_argument("--map-by-socket-pe", metavar="N|auto",
+                   help="mpirun --bind-to core --map-by socket:PE=N instead of the launcher's "
+                        "own binding (env MPI_MAP_BY_SOCKET_PE); auto: usable physical cores per "
+                        "socket // ranks per socket on this host")
+    p.add_argument("--tag-output", action="store_true",
+                   help="mpirun --tag-output: prefix each output line with [job,rank]")
+    p.add_argument("--merge-stderr-to-stdout", action="store_true",
+                   help="mpirun --merge-stderr-to-stdout")
+    p.add_argument("--output-filename", metavar="DIR",
+                   help="mpirun --output-filename DIR: each rank's output also goes to a file "
+                        "under DIR (created when missing); MPI runs only")
     p.add_argument("--socket-id", metavar="S", help="run only on socket S")
     p.add_argument("--num-cores", metavar="N", help="physical cores per process (default: all "
                    "of its socket/share)")
@@ -238,6 +376,22 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     ns.ssh_port = _positive(ns.ssh_port or _env(environ, "DOCKER_SSHD_PORT"),
                             "--ssh-port / DOCKER_SSHD_PORT")
     ns.socket_id = _positive(ns.socket_id, "--socket-id", allow_zero=True)
+    pe = ns.map_by_socket_pe or _env(environ, "MPI_MAP_BY_SOCKET_PE")
+    if pe is not None and pe.strip().lower() == "auto":
+        ns.map_by_socket_pe = "auto"
+    elif pe is not None:
+        try:
+            ns.map_by_socket_pe = int(pe.strip())
+        except ValueError:
+            ns.map_by_socket_pe = 0
+        if ns.map_by_socket_pe < 1:
+            raise LaunchError(f"--map-by-socket-pe / MPI_MAP_BY_SOCKET_PE must be a positive "
+                              f"integer (cores per rank) or auto, got {pe!r}")
+        if ns.no_bind:
+            raise LaunchError("--map-by-socket-pe binds ranks (mpirun --bind-to core): drop "
+                              "--no-bind or --map-by-socket-pe")
+    if ns.output_filename is not None and not ns.output_filename.strip():
+        raise LaunchError("--output-filename needs a folder name")
     ns.num_cores = _positive(ns.num_cores, "--num-cores")
     ns.num_intra_threads = _positive(ns.num_intra_threads or _env(environ, "NUM_INTRA_THREADS"),
                                      "--num-intra-threads / NUM_INTRA_THREADS")
@@ -382,6 +536,8 @@ class Plan:
     # What each rank runs: {"rank", "host", "local_rank", "cpus", "memory", "bind", "command"}
     # (bind.rank_binding's fields; cpus/memory None and bind "none" with --no-bind).
     ranks: List[Dict[str, object]] = dataclasses.field(default_factory=list)
+    # Folders to create before running (--output-filename); not created by --dry-run.
+    make_dirs: List[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         """The plan as printed by ``--json``, credentials in URLs masked
@@ -400,6 +556,8 @@ class Plan:
                 how = ""
             elif r["bind"] == "sched_setaffinity":
                 how = f"CPUs {r['cpus']} by sched_setaffinity, memory unbound: "
+            elif r["bind"] == "mpirun":
+                how = f"CPUs {r['cpus']} (cores) by mpirun --bind-to core, memory local: "
             else:
                 how = "unbound: "
             command = [mask_credentials(a) for a in r["command"]]  # type: ignore[union-attr]
@@ -449,6 +607,7 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
     warnings: List[str] = []
     env: Dict[str, str] = {}
     unset: List[str] = []
+    make_dirs: List[str] = []
 
     if opts.cpuset is not None:
         platform = platform.with_usable(opts.cpuset)
@@ -530,23 +689,55 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         else:
             local_n = n
         assert n is not None
-        slots, more, oversubscribe = assign_slots(platform, local_n,
-                                                  opts.mpi_num_processes_per_socket,
-                                                  opts.num_cores)
-        warnings += more
+        pe_mode = opts.map_by_socket_pe is not None
+        if pe_mode:
+            pe, pe_cpus, pe_why = _socket_pe(platform, local_n, opts)
+            slots, oversubscribe = [], False
+        else:
+            slots, more, oversubscribe = assign_slots(platform, local_n,
+                                                      opts.mpi_num_processes_per_socket,
+                                                      opts.num_cores)
+            warnings += more
         argv += ["-np", str(n)]
         if hosts:
             argv += ["-H", ",".join(f"{h}:{s}" for h, s in host_slots)]
         if oversubscribe:
             argv.append("--oversubscribe")
-        argv += ["--bind-to", "none", "--map-by", "slot"]
+        if pe_mode:
+            argv += ["--bind-to", "core", "--map-by", f"socket:PE={pe}"]
+        else:
+            argv += ["--bind-to", "none", "--map-by", "slot"]
+        tcp_note = ""
         if opts.tcp_include:
             argv += ["--mca", "btl_tcp_if_include", opts.tcp_include]
-        if hosts and opts.ssh_port:
-            argv += ["--mca", "plm_rsh_args", f"-p {opts.ssh_port}"]
+        elif hosts:
+            found = interface_for_hosts([h for h, _ in hosts], tools.local_interfaces())
+            if found:
+                argv += ["--mca", "btl_tcp_if_include", found[0]]
+                tcp_note = f"; MPI TCP over {found[0]} (holds {found[1]}, {found[2]})"
+            else:
+                warnings.append(f"none of the hosts ({opts.hosts}) is an address of this "
+                                "machine (host names are not resolved): no btl_tcp_if_include "
+                                "given, MPI picks the interfaces; set MPI_TCP_INCLUDE "
+                                "(--tcp-include) to choose one")
+        if hosts:
+            port = opts.ssh_port or DEFAULT_SSH_PORT
+            argv += ["--mca", "plm_rsh_args",
+                     _rsh_args(_env(environ, "OMPI_MCA_plm_rsh_args"), port,
+                               explicit=opts.ssh_port is not None)]
         if hosts and environ.get("MPI_ROOT"):
             argv += ["--prefix", environ["MPI_ROOT"]]
-        threads = min(len(s.cpus) for s in slots)
+        if opts.tag_output:
+            argv.append("--tag-output")
+        if opts.merge_stderr_to_stdout:
+            argv.append("--merge-stderr-to-stdout")
+        if opts.output_filename:
+            if os.path.exists(opts.output_filename) and not os.path.isdir(opts.output_filename):
+                raise LaunchError(f"--output-filename {opts.output_filename} exists and is not "
+                                  "a folder: give a folder for the ranks' output files")
+            argv += ["--output-filename", opts.output_filename]
+            make_dirs.append(opts.output_filename)
+        threads = pe if pe_mode else min(len(s.cpus) for s in slots)
         bind_argv = [tools.python, BIND_SCRIPT]
         for s in slots:
             bind_argv += ["--slot", s.arg]
@@ -556,19 +747,28 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
             # could resolve to a different interpreter in the ranks than in this shell.
             command[0] = shutil.which(command[0], path=environ.get("PATH", os.defpath)) \
                 or command[0]
-        tail = command if opts.no_bind else [*bind_argv, "--", *command]
+        tail = command if opts.no_bind or pe_mode else [*bind_argv, "--", *command]
         ranks = []
         placed = host_slots if hosts else [(LOCAL_HOST, n)]
         for rank, (host, local_rank) in enumerate(_rank_hosts(placed, n)):
             if opts.no_bind:
                 ranks.append(_unbound_rank(rank, host, local_rank, command))
+            elif pe_mode:
+                ranks.append({"rank": rank, "host": host, "local_rank": local_rank,
+                              "cpus": pe_cpus[local_rank % len(pe_cpus)], "memory": "local",
+                              "bind": "mpirun", "command": list(command)})
             else:
                 slot_pair = bind.pick_slot([s.pair for s in slots], local_rank)
                 ranks.append({"rank": rank, "host": host, "local_rank": local_rank,
                               **bind.rank_binding(slot_pair, command, tools.numactl)})
         where = f"{len(hosts)} host(s)" if hosts else "this host"
-        summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; local ranks bound to "
-                   + " | ".join(f"{s.cpulist} (NUMA {s.mems})" for s in slots))
+        if pe_mode:
+            summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; mpirun binds "
+                       f"them: --map-by socket:PE={pe} ({pe_why})")
+        else:
+            summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; local ranks "
+                       "bound to " + " | ".join(f"{s.cpulist} (NUMA {s.mems})" for s in slots))
+        summary += tcp_note
 
     local_threads = threads * (1 if not use_mpi else local_n)
     if platform.cpu_quota is not None and platform.cpu_quota < local_threads:
@@ -594,14 +794,50 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
                                 "with the default allocator")
 
     if use_mpi:
+        names = {k for k in MPI_FORWARD_NAMES if k in env or _env(environ, k) is not None}
         if hosts:
-            names = set(env)
+            names.update(env)
             names.update(k for k in environ if k in FORWARD_NAMES or k.startswith(FORWARD_PREFIXES))
-            names.difference_update(unset)
-            for name in sorted(names):
-                argv += ["-x", name]
+        names.difference_update(unset)
+        for name in sorted(names):
+            argv += ["-x", name]
         argv += tail
-    return Plan(argv=argv, env=env, unset=unset, warnings=warnings, summary=summary, ranks=ranks)
+    return Plan(argv=argv, env=env, unset=unset, warnings=warnings, summary=summary, ranks=ranks,
+                make_dirs=make_dirs)
+
+
+def _socket_pe(platform: Platform, local_n: int,
+               opts: argparse.Namespace) -> Tuple[int, List[str], str]:
+    """PE (cores per rank) for ``--map-by socket:PE=N``, the CPU list each local rank gets as
+    mpirun places them (round robin over the sockets, then the next cores), and why."""
+    if opts.num_cores is not None:
+        raise LaunchError("--num-cores and --map-by-socket-pe both set the cores per rank: "
+                          "give only --map-by-socket-pe N")
+    sockets = platform.usable_sockets()
+    cores = {s: platform.physical_cores(s) for s in sockets}
+    per_socket = min(len(v) for v in cores.values())
+    ranks_per_socket = math.ceil(local_n / len(sockets))
+    spread = (f"{local_n} rank(s) on this host over {len(sockets)} socket(s): "
+              f"{ranks_per_socket} per socket")
+    if opts.map_by_socket_pe == "auto":
+        pe = max(1, per_socket // ranks_per_socket)
+        why = (f"auto: {per_socket} usable physical cores per socket // {ranks_per_socket} "
+               f"rank(s) per socket ({spread})")
+    else:
+        pe = opts.map_by_socket_pe
+        why = f"given; {spread}, {per_socket} usable physical cores per socket"
+        if pe > per_socket:
+            raise LaunchError(f"--map-by-socket-pe {pe} but a socket has {per_socket} usable "
+                              f"physical core(s): use {per_socket} or less (or auto)")
+    if pe * ranks_per_socket > per_socket:
+        raise LaunchError(f"--map-by-socket-pe: {ranks_per_socket} rank(s) per socket x PE={pe} "
+                          f"needs {pe * ranks_per_socket} cores but a socket has {per_socket} "
+                          f"usable physical core(s) ({spread}): use fewer ranks or a smaller PE")
+    cpus = []
+    for local in range(min(local_n, len(sockets) * ranks_per_socket)):
+        s, k = sockets[local % len(sockets)], local // len(sockets)
+        cpus.append(format_cpu_list(cores[s][k * pe:(k + 1) * pe]))
+    return pe, cpus, why
 
 
 def _rank_hosts(host_slots: Sequence[Tuple[str, int]], n: int) -> List[Tuple[str, int]]:
@@ -683,6 +919,13 @@ def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, st
     if opts.dry_run:
         return 0
     child_env = plan.child_environ(environ)
+    for folder in plan.make_dirs:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            print(f"{PROG}: error: --output-filename {folder}: cannot create it: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 2
     if plan.argv[0] == tools_used.mpirun and not _is_open_mpi(plan.argv[0]):
         print(f"{PROG}: error: {plan.argv[0]} is not Open MPI's mpirun (the options used are "
               "Open MPI's): install openmpi-bin and put its mpirun first on PATH",

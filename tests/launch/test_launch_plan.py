@@ -221,7 +221,8 @@ def test_multi_host_gaudi_servers():
 def test_hosts_without_count_run_one_rank_per_socket_each():
     p = plan("icx_2s_36c_noht.lscpu", ["--hosts", "node1,node2"], tools=USER)
     assert p.argv[:5] == ["/usr/bin/mpirun", "-np", "4", "-H", "node1:2,node2:2"]
-    assert "plm_rsh_args" not in p.argv
+    # Habana's docker sshd port is the default with hosts (test_launch_habana.py)
+    assert p.argv[p.argv.index("plm_rsh_args") + 1] == "-p 3022"
 
 
 def test_explicit_host_slots_and_mpi_hostnames_alias():
