@@ -125,9 +125,11 @@ def make_train_step(model, loss_fn: Callable, optimizer, comm=None) -> Callable:
 
 
 def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, batch_size: int,
-          rt: Runtime, log_steps: int) -> TrainStats:
+          rt: Runtime, log_steps: int, profiler=None, dllog=None) -> TrainStats:
     """Run ``steps`` optimizer steps. ``loss_fn(outputs, batch)`` returns a scalar loss.
-    In sync mode the gradients are averaged across ranks before clipping and the update."""
+    In sync mode the gradients are averaged across ranks before clipping and the update.
+    ``profiler`` (``profiling.StepProfiler``) traces its steps; ``dllog``
+    (``pretraining_loop.DLLogger``) gets one record per logged step."""
     sync = rt.sync
     step_fn = make_train_step(model, loss_fn, optimizer, rt.comm if sync else None)
     world = rt.env.world_size if sync else 1
@@ -141,7 +143,11 @@ def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, ba
         if step % log_steps == 0 or step == steps:
             lr = float(optimizer.learning_rate)  # the schedule now: what this step applies
         rt.comm.step = step  # named if a collective of this step times out
+        if profiler:
+            profiler.begin(step)
         loss_value = float(step_fn(next(batches)))
+        if profiler:
+            profiler.end(step, last_step=steps)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss is {loss_value} at step {step}; lower "
                                      "--learning_rate or check the input data")
@@ -154,6 +160,8 @@ def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, ba
             entry = {"step": step, "loss": float(np.mean(window_losses)), "learning_rate": lr,
                      "examples_per_sec": eps, "global_examples_per_sec": eps * world}
             loss_log.append(entry)
+            if dllog:
+                dllog.log(step, {k: v for k, v in entry.items() if k != "step"})
             if rt.writes_outputs:
                 log.info("step %d/%d loss %.4f lr %.3g examples/sec %.2f%s", step, steps,
                          entry["loss"], lr, eps,
@@ -190,14 +198,36 @@ def fine_tune(model, arrays: Mapping[str, np.ndarray], loss_fn: Callable,
     """Train ``model`` on ``arrays`` (one row per training example or feature) for
     ``--num_train_epochs``, check the ranks agree (sync mode) and save the final checkpoint
     (rank 0, or every rank with ``--checkpoint_all_ranks``). Returns the summary entries."""
+    from models.bert_large.tensorflow import profiling  # noqa: PLC0415
+    from models.bert_large.tensorflow.pretraining_loop import DLLogger  # noqa: PLC0415
+
     num_rows = len(next(iter(arrays.values())))
     shards = rt.env.world_size if rt.sync else 1
-    steps = num_train_steps(num_rows, flags.train_batch_size, flags.num_train_epochs, shards)
+    steps = flags.num_train_steps or num_train_steps(num_rows, flags.train_batch_size,
+                                                     flags.num_train_epochs, shards)
     optimizer, peak_lr = make_optimizer(flags, rt, steps)
     batches = iter(train_dataset(arrays, flags.train_batch_size, flags.seed + rt.env.rank,
                                  rt.data_shard))
-    stats = train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size, rt,
-                  flags.log_steps)
+    profiler = profiling.StepProfiler(flags.profile_steps, rt.output_dir,
+                                      enabled=rt.writes_outputs)
+    profiler.check_reachable(steps)
+    dllog = DLLogger((flags.dllog_path or os.path.join(rt.output_dir, "bert_dllog.json"))
+                     if rt.writes_outputs else None)
+    dllog.log("PARAMETER", {"task": task, "num_train_steps": steps,
+                            "train_batch_size": flags.train_batch_size,
+                            "global_batch_size": flags.train_batch_size * shards,
+                            "world_size": rt.env.world_size, "sync": rt.sync,
+                            "precision": rt.precision, "engine": rt.comm.engine},
+              kind="METADATA")
+    try:
+        stats = train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size, rt,
+                      flags.log_steps, profiler=profiler, dllog=dllog)
+    finally:
+        profiler.stop()
+    dllog.log([], {"final_loss": stats.final_loss, "train_seconds": stats.seconds,
+                   "examples_per_sec": stats.examples_per_sec,
+                   "global_examples_per_sec": stats.global_examples_per_sec})
+    dllog.close()
     summary = {"num_train_steps": steps, "learning_rate": peak_lr,
                "examples_per_sec": stats.examples_per_sec,
                "global_examples_per_sec": stats.global_examples_per_sec,

@@ -29,11 +29,10 @@ FAILURE_EXIT = 1  # the work failed (a checkpoint that does not fit the model, .
 # Flags of the original Intel / Habana / NVIDIA scripts that mean nothing here. Accepted so
 # that existing command lines keep working; a warning says they are ignored.
 IGNORED_SEED_FLAGS = frozenset({
-    "use_horovod", "horovod", "enable_scoped_allocator", "experimental_gelu",
-    "optimized_softmax", "amp", "use_xla", "use_tpu", "tpu_name", "tpu_zone", "gcp_project",
-    "master", "num_tpu_cores", "dllog_path", "use_fp16", "inter_op_parallelism_threads",
-    "intra_op_parallelism_threads", "profile", "benchmark_only", "verbose_logging",
-    "iterations_per_loop", "save_checkpoints_steps", "allreduce_post_accumulation",
+    "experimental_gelu", "optimized_softmax", "use_tpu", "tpu_name", "tpu_zone",
+    "gcp_project", "master", "num_tpu_cores", "use_fp16", "inter_op_parallelism_threads",
+    "intra_op_parallelism_threads", "benchmark_only", "verbose_logging",
+    "save_checkpoints_steps", "allreduce_post_accumulation",
     "train_option", "mode", "framework", "model_name", "resume",
 })
 TF_PRECISIONS = precisions.supported("tensorflow")
@@ -117,6 +116,81 @@ def add_thread_flags(group) -> None:
                        help=f"TF inter-op threads (default: ${runtime_env.NUM_INTER_THREADS})")
 
 
+def add_seed_flags(group, habana_spelling: bool = True) -> None:
+    """``--seed`` (alias ``--deterministic_seed``) and ``--deterministic_run``."""
+    group.add_argument("--seed", "--deterministic_seed", dest="seed", type=int, default=12345,
+                       help="seed of weight init, dropout and data order")
+    add_bool(group, "deterministic_run", False,
+             "bit-reproducible run: TensorFlow's deterministic ops "
+             "(tf.config.experimental.enable_op_determinism) with --deterministic_seed")
+
+
+def add_gaudi_flags(group, horovod_help: str) -> None:
+    """The flags of Habana's scripts every TF BERT script takes: device, bf16 recipe,
+    Horovod switch, profiler, graph options. Checked by :func:`check_gaudi_flags`."""
+    from models.bert_large.tensorflow import device  # noqa: PLC0415 - standard library only
+
+    group.add_argument("--device", choices=device.CHOICES, default="auto",
+                       help="hpu: a Habana Gaudi through Habana's TensorFlow bridge; cpu; "
+                            "auto (default): the Gaudi when /sys/class/accel shows one and "
+                            "the bridge is installed, else the CPU")
+    group.add_argument("--bf16_config_path", metavar="FILE",
+                       help="bf16 recipe (bf16_config/bert.json): selects bf16 like "
+                            f"${bf16_config_env()}; on a Gaudi the bridge applies it")
+    add_bool(group, "horovod", False, horovod_help, aliases=("use_horovod",))
+    group.add_argument("--profile", metavar="START,STOP",
+                       help="write a TensorFlow profiler trace of training steps START..STOP "
+                            "to <output_dir>/plugins/profile")
+    group.add_argument("--dllog_path", help="dllogger JSON lines (default: "
+                       "<output_dir>/bert_dllog.json); its folder is created")
+    add_bool(group, "enable_scoped_allocator", None,
+             "TensorFlow's scoped-allocator graph optimisation on/off (default: TF's choice)")
+    add_bool(group, "amp", False, "NVIDIA's float16 automatic mixed precision: not "
+             "supported, only --noamp / --amp=False is accepted (bf16: TF_BF16_CONVERSION)")
+    add_bool(group, "use_xla", False, "XLA compilation: not supported, only --nouse_xla / "
+             "--use_xla=False is accepted")
+    group.add_argument("--iterations_per_loop", type=int, default=1,
+                       help="steps per host loop in Habana's/TPU estimators; these scripts "
+                            "run one step per call, which gives the same training")
+
+
+def bf16_config_env() -> str:
+    from models.bert_large.tensorflow import bf16_config  # noqa: PLC0415
+
+    return bf16_config.ENV
+
+
+def check_gaudi_flags(flags: argparse.Namespace) -> None:
+    """Check the flags :func:`add_gaudi_flags` adds and resolve, in place: ``flags.precision``
+    (``--precision`` > ``--bf16_config_path`` > ``TF_BF16_CONVERSION`` > fp32),
+    ``flags.bf16_recipe`` (the recipe file or None), ``flags.precision_reason``,
+    ``flags.profile_steps`` ((start, stop) or None) and ``flags.device_choice``."""
+    from models.bert_large.tensorflow import bf16_config, device, profiling  # noqa: PLC0415
+
+    if flags.amp:
+        raise FlagError("--amp=True (NVIDIA's float16 automatic mixed precision) is not "
+                        "supported; use --noamp, and TF_BF16_CONVERSION=bf16_config/bert.json "
+                        "or --precision=bf16 for bfloat16")
+    if flags.use_xla:
+        raise FlagError("--use_xla=True: XLA compilation is not supported by these scripts; "
+                        "use --nouse_xla")
+    if flags.iterations_per_loop < 1:
+        raise FlagError(f"--iterations_per_loop={flags.iterations_per_loop} must be >= 1")
+    try:
+        flags.profile_steps = profiling.parse(flags.profile) if flags.profile else None
+    except ValueError as err:
+        raise FlagError(str(err)) from None
+    try:
+        flags.precision, flags.bf16_recipe, flags.precision_reason = bf16_config.resolve(
+            flags.precision, flags.bf16_config_path)
+    except bf16_config.Bf16ConfigError as err:
+        raise FlagError(str(err)) from None
+    try:
+        flags.device_choice = device.select(flags.device)
+    except device.DeviceError as err:
+        raise FlagError(str(err)) from None
+
+
 def common_parser(description: str) -> argparse.ArgumentParser:
     """Flags both fine-tuning scripts take (google-research names)."""
     p = new_parser(description)
@@ -127,7 +201,9 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--init_checkpoint",
                    help="google-research checkpoint prefix (…/bert_model.ckpt) or one of ours")
     add_bool(g, "do_lower_case", True, "lower-case input (True for uncased models)")
-    g.add_argument("--precision", type=precision_flag, default="fp32", help=PRECISION_HELP)
+    g.add_argument("--precision", type=precision_flag, default=None,
+                   help=f"{PRECISION_HELP}; default: bf16 when TF_BF16_CONVERSION or "
+                        "--bf16_config_path is set, else fp32")
 
     g = p.add_argument_group("training")
     g.add_argument("--output_dir", help="where checkpoints, predictions and logs go")
@@ -137,6 +213,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--learning_rate", type=float, default=5e-5)
     g.add_argument("--num_train_epochs", type=float, default=3.0,
                    help="may be fractional; at least one step runs")
+    g.add_argument("--num_train_steps", type=int, default=None,
+                   help="optimizer steps (overrides --num_train_epochs)")
     g.add_argument("--warmup_proportion", type=float, default=0.1,
                    help="fraction of the steps with linear learning-rate warmup")
     g.add_argument("--num_warmup_steps", "--warmup_steps", dest="num_warmup_steps", type=int,
@@ -145,12 +223,16 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--weight_decay_rate", type=float, default=0.01)
     g.add_argument("--log_steps", type=int, default=10,
                    help="log loss and examples/sec every N steps")
-    g.add_argument("--seed", type=int, default=12345)
+    add_seed_flags(g)
+
+    g = p.add_argument_group("device, precision and Habana's flags")
+    add_gaudi_flags(g, "under mpirun: synchronous data-parallel training of one model "
+                       "(same as --mpi_workers_sync_gradients=True)")
 
     g = p.add_argument_group("multi-process (mpirun)")
     add_bool(g, "mpi_workers_sync_gradients", False,
-             "True: average gradients across ranks every step; False: independent ranks, "
-             "best one reported at the end")
+             "True (or --use_horovod=True): average gradients across ranks every step; "
+             "False: independent ranks, best one reported at the end")
     add_bool(g, "checkpoint_all_ranks", False,
              "sync mode: every rank also saves its final weights in output_dir/rank_<r> "
              "(to check that ranks agree)")
@@ -178,7 +260,8 @@ def _normalise_argv(argv: Sequence[str], bool_flags: set[str]) -> list[str]:
 def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
                 ) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
-    bool_flags = {a.dest for a in parser._actions if a.type is str2bool}
+    bool_flags = {o[2:] for a in parser._actions if a.type is str2bool
+                  for o in a.option_strings if o.startswith("--")}
     flags, unknown = parser.parse_known_args(_normalise_argv(argv, bool_flags))
     ignored, unexpected = [], []
     for arg in unknown:
@@ -331,6 +414,7 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> Be
         raise FlagError(f"--log_steps={flags.log_steps} must be >= 1")
     check_thread_flags(flags)
     check_collective_timeout(flags)
+    check_gaudi_flags(flags)
     if needs_training_flags:
         if flags.train_batch_size < 1:
             raise FlagError(f"--train_batch_size={flags.train_batch_size} must be >= 1")
@@ -340,6 +424,8 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> Be
             raise FlagError(f"--num_train_epochs={flags.num_train_epochs} must be > 0")
         if not 0 <= flags.warmup_proportion <= 1:
             raise FlagError(f"--warmup_proportion={flags.warmup_proportion} must be in [0, 1]")
+        if flags.num_train_steps is not None and flags.num_train_steps < 1:
+            raise FlagError(f"--num_train_steps={flags.num_train_steps} must be >= 1")
         if flags.num_warmup_steps is not None and flags.num_warmup_steps < 0:
             raise FlagError(f"--num_warmup_steps={flags.num_warmup_steps} must be >= 0")
     return config
@@ -418,5 +504,10 @@ def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
 
 def flag_values(flags: argparse.Namespace) -> dict[str, Any]:
     """The flags as a dict for logs, without the bookkeeping entries ``parse_flags`` adds."""
-    return {k: v for k, v in sorted(vars(flags).items())
-            if k not in ("ignored_flags", "unknown_flags")}
+    values = {k: v for k, v in sorted(vars(flags).items())
+              if k not in ("ignored_flags", "unknown_flags", "device_choice")}
+    if getattr(flags, "device_choice", None) is not None:
+        values["device_used"] = flags.device_choice.kind
+    if isinstance(values.get("profile_steps"), tuple):
+        values["profile_steps"] = list(values["profile_steps"])
+    return values

@@ -38,6 +38,8 @@ def build_parser():
     g = p.add_argument_group("classification")
     g.add_argument("--task_name", help="MRPC")
     g.add_argument("--data_dir", help="GLUE task folder with train.tsv and dev.tsv")
+    g.add_argument("--dataset_path", help="Habana's name for --data_dir (the MRPC folder "
+                   "download/download_dataset.py writes)")
     tf_flags.add_bool(g, "do_eval", False, "evaluate accuracy on dev.tsv")
     tf_flags.add_bool(g, "do_predict", False, "write class probabilities for test.tsv")
     g.add_argument("--eval_batch_size", "--predict_batch_size", dest="eval_batch_size",
@@ -54,6 +56,12 @@ def validate_flags(flags):
         processor = classifier_data.get_processor(flags.task_name)
     except ValueError as err:
         raise FlagError(str(err)) from None
+    if flags.dataset_path:
+        if flags.data_dir and os.path.abspath(flags.data_dir) != os.path.abspath(
+                flags.dataset_path):
+            raise FlagError(f"--data_dir={flags.data_dir} and --dataset_path="
+                            f"{flags.dataset_path} name different folders; give one")
+        flags.data_dir = flags.dataset_path
     if not flags.data_dir or not os.path.isdir(flags.data_dir):
         raise FlagError(f"--data_dir={flags.data_dir}: not a folder; point it at the GLUE "
                         f"{flags.task_name} folder holding train.tsv and dev.tsv")

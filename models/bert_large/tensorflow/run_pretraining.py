@@ -25,10 +25,11 @@ step sees ``train_batch_size * num_accumulation_steps * ranks`` sequences.
 learning rate, optimizer state, dropout RNG state and input position, so the weights end up
 the same as in an uninterrupted run. Rank 0 writes checkpoints, the dllog and results.
 
-Flags of the Habana/NVIDIA command lines that have no meaning here (``--horovod``,
-``--noamp``, ``--nouse_xla``, ``--enable_scoped_allocator``) are accepted with a warning.
-``TF_BF16_CONVERSION`` (Habana's bf16 switch) selects ``--precision=bf16`` unless the flag is
-given.
+Habana's flags: ``--horovod`` (several ranks always train one model here), ``--noamp
+--nouse_xla`` (``True`` is refused: not supported), ``--enable_scoped_allocator`` (TF's graph
+option), ``--device hpu|cpu|auto``, ``--profile START,STOP`` (a TF profiler trace),
+``--deterministic_run``. ``TF_BF16_CONVERSION`` or ``--bf16_config_path`` (Habana's bf16
+recipe, ``bf16_config.py``) selects ``--precision=bf16`` unless that flag is given.
 """
 
 from __future__ import annotations
@@ -100,20 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool(g, "resume", False, "continue from the newest checkpoint in --output_dir")
     g.add_argument("--max_eval_steps", type=int, default=100,
                    help="eval batches per rank (0 = all)")
-    g.add_argument("--seed", "--deterministic_seed", dest="seed", type=int, default=12345,
-                   help="seed of weight init, dropout and data order")
-    g.add_argument("--dllog_path", help="dllogger JSON lines (default: "
-                   "<output_dir>/bert_dllog.json); its folder is created")
+    tf_flags.add_seed_flags(g)
     g.add_argument("--log_steps", "--display_loss_steps", dest="log_steps", type=int,
                    default=1, help="log every N optimizer steps")
     tf_flags.add_collective_timeout_flag(g)
     tf_flags.add_thread_flags(g)
+
+    g = p.add_argument_group("device, precision and Habana's flags")
+    tf_flags.add_gaudi_flags(g, "Habana's switch for Horovod under mpirun; pretraining with "
+                                "several ranks always averages gradients (one model)")
     return p
-
-
-def _bf16_from_env() -> bool:
-    value = os.environ.get("TF_BF16_CONVERSION", "").strip().lower()
-    return value not in ("", "0", "false", "no", "off")
 
 
 def validate_flags_or_throw(flags: argparse.Namespace):
@@ -147,6 +144,7 @@ def validate_flags_or_throw(flags: argparse.Namespace):
                         f"--max_seq_length={flags.max_seq_length}")
     tf_flags.check_thread_flags(flags)
     tf_flags.check_collective_timeout(flags)
+    tf_flags.check_gaudi_flags(flags)
     config = tf_flags.load_bert_config(flags.bert_config_file)
     tf_flags.check_max_seq_length(flags, config)
     return config
@@ -192,9 +190,7 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
     from models.bert_large.tensorflow import pretraining_data as pdata  # noqa: PLC0415
     from models.bert_large.tensorflow import pretraining_loop as loop  # noqa: PLC0415
 
-    prec = flags.precision or ("bf16" if _bf16_from_env() else "fp32")
-    if flags.precision is None and prec == "bf16":
-        log.info("TF_BF16_CONVERSION is set: using --precision=bf16")
+    prec = flags.precision  # resolved by check_gaudi_flags (TF_BF16_CONVERSION, ...)
     runtime.configure_tf(flags, prec)
     comm = distributed.get_communicator(env=env,
                                         timeout=tf_flags.check_collective_timeout(flags))
@@ -332,13 +328,51 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
                 max_to_keep=flags.keep_checkpoint_max)
             log.info("saved %s", path)
 
+    from models.bert_large.tensorflow import profiling  # noqa: PLC0415
+
     batches = pdata.prefetch(data.batches(position), depth=2 * flags.num_accumulation_steps)
+    train_start = time.perf_counter()
+    first_step = step + 1
+
+    profiler = profiling.StepProfiler(flags.profile_steps, flags.output_dir,
+                                      enabled=env.is_primary)
+    profiler.check_reachable(flags.num_train_steps)
+    try:
+        status = _train_loop(flags, env, comm, optimizer, trainer, batches, step, dllog, loop,
+                             save, profiler)
+    finally:
+        profiler.stop()
+    if isinstance(status, int):
+        return status
+    step, last, timed_seconds, timed_steps = status
+    seconds = time.perf_counter() - train_start
+    sps = timed_steps * global_batch / timed_seconds if timed_steps else \
+        (step - first_step + 1) * global_batch / max(seconds, 1e-9)
+    summary = dict(last or {}, global_step=step, training_seconds=round(seconds, 3),
+                   throughput_train=sps, sequences_per_sec=sps,
+                   final_loss=(last or {}).get("loss"))
+    if world > 1:  # every rank applied the same averaged updates: the weights must agree
+        same = comm.all_equal(runtime.weights_fingerprint(model.trainable_variables))
+        summary["weights_identical_across_ranks"] = same
+        if not same:
+            log.error("ranks ended with different weights")
+    dllog.log([], summary)
+    if env.is_primary:
+        log.info("training done at step %d in %.1fs, %.1f sequences/s", step, seconds, sps)
+    return 0
+
+
+def _train_loop(flags, env, comm, optimizer, trainer, batches, step, dllog, loop, save,
+                profiler):
+    """Optimizer steps until ``--num_train_steps``: (step, last logged metrics, timed
+    seconds, timed steps), or exit status 1 when the loss is not finite."""
+    global_batch = flags.train_batch_size * flags.num_accumulation_steps * env.world_size
     window: list[dict] = []
     window_start = time.perf_counter()
-    train_start = time.perf_counter()
     timed_seconds, timed_steps = 0.0, 0
     first_step = step + 1
     last = None
+    position = None
     while step < flags.num_train_steps:
         micro = []
         for _ in range(flags.num_accumulation_steps):
@@ -346,10 +380,12 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
             micro.append(features)
         lr = float(optimizer.learning_rate)  # the schedule at this step: what it applies
         comm.step = step + 1  # named if a collective of this step times out
+        profiler.begin(step + 1)
         t0 = time.perf_counter()
         metrics = trainer(micro)
         step += 1
         dt = time.perf_counter() - t0
+        profiler.end(step, last_step=flags.num_train_steps)
         if step != first_step:  # the first step includes tracing
             timed_seconds += dt
             timed_steps += 1
@@ -375,21 +411,7 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
             window_start = now
         if step % flags.save_checkpoints_steps == 0 or step == flags.num_train_steps:
             save(step, position)
-    seconds = time.perf_counter() - train_start
-    sps = timed_steps * global_batch / timed_seconds if timed_steps else \
-        (step - first_step + 1) * global_batch / max(seconds, 1e-9)
-    summary = dict(last or {}, global_step=step, training_seconds=round(seconds, 3),
-                   throughput_train=sps, sequences_per_sec=sps,
-                   final_loss=(last or {}).get("loss"))
-    if world > 1:  # every rank applied the same averaged updates: the weights must agree
-        same = comm.all_equal(runtime.weights_fingerprint(model.trainable_variables))
-        summary["weights_identical_across_ranks"] = same
-        if not same:
-            log.error("ranks ended with different weights")
-    dllog.log([], summary)
-    if env.is_primary:
-        log.info("training done at step %d in %.1fs, %.1f sequences/s", step, seconds, sps)
-    return 0
+    return step, last, timed_seconds, timed_steps
 
 
 def _abort_other_ranks(env: dist_env.DistEnv) -> None:

@@ -37,6 +37,8 @@ def build_parser():
                    num_train_epochs=2.0)
     g = p.add_argument_group("SQuAD")
     g.add_argument("--train_file", help="SQuAD JSON for training (train-v1.1.json)")
+    g.add_argument("--dataset_path", help="folder holding train-v1.1.json and dev-v1.1.json: "
+                   "the defaults of --train_file and --predict_file (Habana's flag)")
     tf_flags.add_bool(g, "do_predict", False, "predict answers for --predict_file")
     tf_flags.add_bool(g, "do_eval", True,
                   "score predictions (exact match, F1) when --predict_file has answers")
@@ -61,6 +63,14 @@ def validate_flags(flags):
     """All flag checks before any work; returns the BertConfig."""
     if not flags.do_train and not flags.do_predict:
         raise FlagError("nothing to do: set --do_train=True and/or --do_predict=True")
+    if flags.dataset_path:
+        if not os.path.isdir(flags.dataset_path):
+            raise FlagError(f"--dataset_path={flags.dataset_path}: not a folder; point it at "
+                            "the folder holding train-v1.1.json and dev-v1.1.json")
+        flags.train_file = flags.train_file or os.path.join(flags.dataset_path,
+                                                            "train-v1.1.json")
+        flags.predict_file = flags.predict_file or os.path.join(flags.dataset_path,
+                                                                "dev-v1.1.json")
     if flags.do_train:
         tf_flags.require_file(flags.train_file, "train_file",
                            "--do_train needs the SQuAD training JSON")

@@ -11,7 +11,8 @@ Multi-process modes of fine-tuning (ranks from ``models.common.dist_env``, launc
   whole training set with its own seed; rank 0 writes to ``output_dir``, rank r to
   ``output_dir/rank_<r>``; at the end the ranks' scores are gathered and rank 0 reports
   (and writes ``best_rank.json``) which rank scored best.
-- ``--mpi_workers_sync_gradients=True``: one model; every rank starts from rank 0's weights,
+- ``--mpi_workers_sync_gradients=True`` (or Habana's ``--use_horovod=True`` /
+  ``--horovod``): one model; every rank starts from rank 0's weights,
   reads its own shard of the data, gradients are averaged every step (``distributed.py``)
   and the learning rate is scaled by sqrt(ranks). Rank 0 writes the outputs.
 """
@@ -70,20 +71,43 @@ def setup_logging(env: dist_env.DistEnv) -> None:
 
 
 def configure_tf(flags: argparse.Namespace, precision: str) -> tuple[int | None, int | None]:
-    """TF's intra/inter-op pools (``--num_intra_threads``/``--num_inter_threads``, else the
-    launcher's variables: ``models.common.runtime_env``; None: TF's default) and the Keras
-    precision policy. Call before the first TF op (thread pools are fixed at first use) and
-    before building a model. Returns the thread counts."""
+    """The device (``device.py``: the Habana bridge is loaded here for an HPU run), TF's
+    intra/inter-op pools (``--num_intra_threads``/``--num_inter_threads``, else the
+    launcher's variables: ``models.common.runtime_env``; None: TF's default), op determinism
+    (``--deterministic_run``), the scoped-allocator option and the Keras precision policy.
+    Call before the first TF op (thread pools are fixed at first use) and before building a
+    model. Returns the thread counts."""
     import tensorflow as tf  # noqa: PLC0415
 
+    from models.bert_large.tensorflow import device  # noqa: PLC0415
     from models.bert_large.tensorflow import precision as tf_precision  # noqa: PLC0415
 
+    chosen = getattr(flags, "device_choice", None) or device.select("cpu")
+    recipe = getattr(flags, "bf16_recipe", None)
+    if chosen.is_hpu and recipe:
+        # The bridge reads the recipe when it loads and converts the graph itself.
+        os.environ["TF_BF16_CONVERSION"] = os.path.abspath(recipe)
+    device.activate(chosen)
     intra, inter = check_thread_flags(flags)
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
-    tf_precision.set_precision(precision)
+    if getattr(flags, "deterministic_run", False):
+        tf.config.experimental.enable_op_determinism()
+        log.info("deterministic run: TensorFlow op determinism on, seed %d", flags.seed)
+    scoped = getattr(flags, "enable_scoped_allocator", None)
+    if scoped is not None:
+        tf.config.optimizer.set_experimental_options({"scoped_allocator_optimization": scoped})
+    # On a Gaudi with a recipe the bridge does the bf16 conversion: Keras stays float32.
+    tf_precision.set_precision("fp32" if chosen.is_hpu and recipe else precision)
+    reason = getattr(flags, "precision_reason", None)
+    if reason:
+        log.info("precision %s (%s)%s", precision, reason,
+                 f", bf16 recipe {recipe}" if recipe else "")
+    if getattr(flags, "iterations_per_loop", 1) > 1:
+        log.info("--iterations_per_loop=%d: steps run one per call here (same training)",
+                 flags.iterations_per_loop)
     return intra, inter
 
 
@@ -100,7 +124,7 @@ def setup_runtime(flags: argparse.Namespace) -> Runtime:
 
     intra, inter = configure_tf(flags, flags.precision)
 
-    sync = bool(flags.mpi_workers_sync_gradients) and env.world_size > 1
+    sync = bool(flags.mpi_workers_sync_gradients or flags.horovod) and env.world_size > 1
     comm = distributed.get_communicator(env=env, timeout=check_collective_timeout(flags))
     # Independent ranks differ by seed (data order, head init, dropout); synced ranks share it.
     keras.utils.set_random_seed(flags.seed + (0 if sync else env.rank))
