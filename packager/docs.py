@@ -1,6 +1,7 @@
 """Render a package README from the parts in ``templates/docs/<part>.md.j2`` (spec ``docs.parts``).
 
 Each part renders with ``spec``, ``vars`` (= spec.docs.vars), ``name``, ``image`` (or None),
+``images`` (key -> image of a spec with ``images``; empty otherwise),
 ``required_env``/``optional_env`` (over all quickstarts), ``mounts`` (the quickstart variables
 that name host paths, ``Spec.path_vars``) and ``env_help(VAR)`` (the spec's ``env_help``
 text, or a generic phrase).
@@ -24,6 +25,7 @@ def docs_context(package: Package) -> dict:
         "vars": dict(spec.docs.vars),
         "name": spec.name,
         "image": spec.image,
+        "images": dict(spec.images),
         "required_env": list(required),
         "optional_env": list(optional),
         "mounts": list(spec.path_vars),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import Problem, SpecError, UsageError
-from packager.spec import FileEntry, Spec
+from packager.spec import FileEntry, Image, Spec
 from packager.specfile import SPECS_DIR, SpecSource, fileset_entries, parse_source, spec_index
 
 
@@ -52,11 +52,22 @@ def _unknown(name: str, index: dict[str, SpecSource], root: Path) -> UsageError:
 
 
 def _with_base_image(spec: Spec, index: dict[str, SpecSource], root: Path) -> Spec:
-    """``image.base_package``: the base image is that package's image (one owner of the fact)."""
-    image = spec.image
-    if image is None or image.base_package is None:
+    """``image.base_package``: the base image is that package's image (one owner of the fact).
+    Each of ``images`` is resolved the same way."""
+    if spec.images:
+        images = {key: _resolved_image(spec, f"images.{key}", image, index, root)
+                  for key, image in spec.images.items()}
+        resolved = spec.model_copy(update={"images": images})
+        return resolved.with_image(spec.image_key or next(iter(images)))
+    if spec.image is None:
         return spec
-    key = "image.base_package"
+    return spec.model_copy(update={"image": _resolved_image(spec, "image", spec.image, index, root)})
+
+
+def _resolved_image(spec: Spec, at: str, image: Image, index: dict[str, SpecSource], root: Path) -> Image:
+    if image.base_package is None:
+        return image
+    key = f"{at}.base_package"
     source = index.get(image.base_package)
     if source is None or source.name == spec.name:
         close = difflib.get_close_matches(image.base_package, sorted(set(index) - {spec.name}), n=1)
@@ -67,10 +78,10 @@ def _with_base_image(spec: Spec, index: dict[str, SpecSource], root: Path) -> Sp
         raise SpecError([Problem(spec.spec_label, key, f"{base.name} has no image section, so no image to build on")])
     reference = base.image.reference
     if "base_image" in image.model_fields_set and image.base_image != reference:
-        raise SpecError([Problem(spec.spec_label, "image.base_image",
+        raise SpecError([Problem(spec.spec_label, f"{at}.base_image",
                                  f"{image.base_image!r} is not the image of {base.name} ({reference}); "
                                  "drop base_image, base_package gives it")])
-    return spec.model_copy(update={"image": image.model_copy(update={"base_image": reference})})
+    return image.model_copy(update={"base_image": reference})
 
 
 def _load(source: SpecSource, index: dict[str, SpecSource], root: Path) -> Package:

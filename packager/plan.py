@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from packager.dockerfile import check_order, render_dockerfile
+from packager.dockerfile import check_order, image_packages, render_dockerfile
 from packager.docs import render_readme
 from packager.conventions import (
     DEFAULT_OUTPUT_DIR, LIB_SH, MANIFEST, PACKAGE_INFO, README, model_package_path, wrapper_package_path,
 )
 from packager.errors import Problem, SpecError
 from packager.package import Package
-from packager.spec import SAFE_PATH_PATTERN
+from packager.spec import PACKAGE_ROOT, SAFE_PATH_PATTERN
 from packager.templates import available_parts, part_file
 from models.common.file_kinds import file_kind
 from packager.wrapper import render_wrapper_scripts
@@ -84,14 +84,25 @@ class ArchivePlan:
 
 
 @dataclass(frozen=True)
+class ImagePlan:
+    """One image of the package: its key in ``images`` (None for a spec with one ``image``),
+    the package with that image selected (``spec.image``) and the rendered Dockerfile."""
+
+    key: str | None
+    package: Package
+    dockerfile: str
+
+
+@dataclass(frozen=True)
 class PackagePlan:
     """Everything one package's build writes, computed once (``make_plan``)."""
 
     package: Package
     readme: str | None
-    dockerfile: str | None
+    dockerfile: str | None  # the Dockerfile of spec.image (the default, or the selected, image)
     model: ArchivePlan
     wrapper: ArchivePlan | None
+    images: tuple[ImagePlan, ...] = ()  # every image of the spec, in spec order
 
     @property
     def archives(self) -> tuple[ArchivePlan, ...]:
@@ -269,7 +280,15 @@ def plan_files(package: Package) -> FilePlan:
 
     for origin, entry in package.files:
         for rel, real in _walk_source(package, root, f"{origin}.source", entry.source, entry.exclude, plan):
-            dest = f"{entry.destination}/{rel}" if rel else entry.destination
+            if entry.destination == PACKAGE_ROOT and not rel:
+                plan.problems.append(Problem(label, f"{origin}.destination",
+                                             f"{entry.source} is a file; '.' (the package root) takes a folder's "
+                                             "contents, so name the file's path in the package"))
+                continue
+            if entry.destination == PACKAGE_ROOT:
+                dest = rel
+            else:
+                dest = f"{entry.destination}/{rel}" if rel else entry.destination
             add(PlannedFile.of_source(dest, file_mode(real), origin, real))
 
     for index, qs in enumerate(spec.quickstart):
@@ -394,6 +413,8 @@ def package_info(package: Package) -> bytes:
         "hardware": spec.hardware,
         "image": spec.image.reference if spec.image else None,
     }
+    if spec.images:
+        info["images"] = {key: image.reference for key, image in spec.images.items()}
     return (json.dumps(info, indent=2) + "\n").encode("utf-8")
 
 
@@ -426,14 +447,22 @@ def make_plan(package: Package, out_dir: Path = DEFAULT_OUTPUT_DIR) -> PackagePl
     problems += check_references(package)
 
     dockerfile = None
-    if spec.image is not None:
-        missing = _missing_parts(package, "dockerfile", "image.parts", spec.image.parts)
+    images: list[ImagePlan] = []
+    for key, selected in image_packages(package):
+        image = selected.spec.image
+        assert image is not None
+        at = selected.spec.image_key_path
+        missing = _missing_parts(selected, "dockerfile", f"{at}.parts", image.parts)
         problems += missing
         # a misspelt part is one problem ("does not exist; did you mean"), not also an order one
-        order = [p for p in check_order(package) if p.key not in {m.key for m in missing}]
+        order = [p for p in check_order(selected) if p.key not in {m.key for m in missing}]
         problems += order
         if not missing and not order:
-            dockerfile = _render(problems, render_dockerfile, package)
+            text = _render(problems, render_dockerfile, selected)
+            if text is not None:
+                images.append(ImagePlan(key, selected, text))
+                if key == spec.image_key:
+                    dockerfile = text
 
     readme = None
     if spec.docs is not None:
@@ -469,7 +498,7 @@ def make_plan(package: Package, out_dir: Path = DEFAULT_OUTPUT_DIR) -> PackagePl
         ]
         wrapper = ArchivePlan(wrapper_package_path(spec.name, out_dir), spec.name,
                               tuple(sorted(wrapper_files, key=_sort_key)))
-    return PackagePlan(package, readme, dockerfile, model, wrapper)
+    return PackagePlan(package, readme, dockerfile, model, wrapper, tuple(images))
 
 
 def _wrapper_readme(package: Package) -> str:

@@ -33,6 +33,8 @@ from packager.errors import Problem, SpecError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]*$"
 PART_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+# The key of one image in ``images`` (`modelpkg image build NAME --image KEY`, the Dockerfile name)
+IMAGE_KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 IMAGE_NAME_PATTERN = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -100,8 +102,21 @@ def _rel_path(value: str) -> str:
 
 
 RelPath = Annotated[str, AfterValidator(_rel_path)]
+PACKAGE_ROOT = "."  # a files destination: the folder's contents go to the package root
+
+
+def _destination(value: str) -> str:
+    """A path inside the package, or ``.`` (the package root itself: a folder's contents)."""
+    text = str(value).strip()
+    if text and not text.startswith("/") and not PurePosixPath(text.replace("\\", "/")).parts:  # ".", "./", "./."
+        return PACKAGE_ROOT
+    return _rel_path(text)
+
+
+DestPath = Annotated[str, AfterValidator(_destination)]
 EnvName = Annotated[str, Field(pattern=ENV_PATTERN)]
 PartName = Annotated[str, Field(pattern=PART_PATTERN)]
+ImageKey = Annotated[str, Field(pattern=IMAGE_KEY_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -112,7 +127,7 @@ class FileEntry(_Model):
     """``source`` (file or folder, repo-relative) copied to ``<name>/<destination>``."""
 
     source: RelPath
-    destination: RelPath
+    destination: DestPath  # "." = the package root (a folder's contents)
     exclude: tuple[Annotated[str, Field(min_length=1, max_length=MAX_GLOB)], ...] = Field(default=(), max_length=100)
 
 
@@ -266,6 +281,9 @@ class Spec(_Model):
     files: tuple[FileEntry, ...] = ()
     quickstart: tuple[Quickstart, ...] = ()
     image: Image | None = None
+    # several images of one package, by key; the first is the default (``image`` then is a
+    # copy of it, filled in by ``validate_spec``). A spec gives ``image`` or ``images``.
+    images: dict[ImageKey, Image] = Field(default={}, max_length=16)
     wrapper: Wrapper = Wrapper()
     docs: Docs | None = None
     licenses: tuple[RelPath, ...] = ()
@@ -273,6 +291,7 @@ class Spec(_Model):
     env_help: dict[EnvName, OneLine] = {}
 
     _label: str | None = PrivateAttr(default=None)
+    _image_key: str | None = PrivateAttr(default=None)  # which of ``images`` ``image`` is
 
     @model_validator(mode="before")
     @classmethod
@@ -291,6 +310,13 @@ class Spec(_Model):
                 "workdir": f"/workspace/{name}",
                 **image,
             }
+        images = data.get("images")
+        if isinstance(images, dict):
+            data["images"] = {
+                key: {"dockerfile": f"dockerfiles/{name}-{key}.Dockerfile", "workdir": f"/workspace/{name}", **block}
+                if isinstance(block, dict) else block
+                for key, block in images.items()
+            }
         docs = data.get("docs")
         if isinstance(docs, dict):
             data["docs"] = {"output": f"docs/packages/{name}.md", **docs}
@@ -305,7 +331,16 @@ class Spec(_Model):
                 f"precision {', '.join(unsupported)} is not run by the {self.framework} code; "
                 f"{self.framework} packages support {', '.join(framework_has)}"
             )
-        if self.wrapper.enabled and self.image is None:
+        if self.images and self.image is not None:
+            raise ValueError("give image (one image) or images (several, by key), not both")
+        if self.images:
+            for what, values in (("dockerfile", [i.dockerfile for i in self.images.values()]),
+                                 ("reference", [i.reference for i in self.images.values()])):
+                dupes = sorted({v for v in values if values.count(v) > 1})
+                if dupes:
+                    raise ValueError(f"images: two images have the same {what} ({', '.join(dupes)}); "
+                                     f"give each image its own {'name:tag' if what == 'reference' else 'dockerfile'}")
+        if self.wrapper.enabled and self.image is None and not self.images:
             raise ValueError("wrapper.enabled needs an image section (the wrapper ships the Dockerfile)")
         if self.wrapper.enabled and self.wrapper.run is None:
             raise ValueError("wrapper.enabled needs wrapper.run (default_script, required_env, mounts, ...)")
@@ -316,6 +351,26 @@ class Spec(_Model):
         """The spec file as shown in messages (repo-relative; ``FILE (variant NAME)`` for one
         package of a file with ``variants``)."""
         return self._label or f"specs/{self.name}.yaml"
+
+    @property
+    def image_key(self) -> str | None:
+        """The key (in ``images``) of the image ``image`` is; None for a spec with one ``image``."""
+        return self._image_key
+
+    @property
+    def image_key_path(self) -> str:
+        """Where ``image`` is written in the spec, for messages: ``image`` or ``images.KEY``."""
+        return "image" if self._image_key is None else f"images.{self._image_key}"
+
+    def with_image(self, key: str) -> "Spec":
+        """This spec with ``image`` = ``images[key]`` (what renders that image's Dockerfile,
+        builds and runs it)."""
+        if key not in self.images:
+            known = ", ".join(self.images) or "none (the spec has one image section)"
+            raise KeyError(f"no image {key!r} in {self.spec_label}; images: {known}")
+        spec = self.model_copy(update={"image": self.images[key]})
+        spec._image_key = key
+        return spec
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -364,6 +419,10 @@ class Spec(_Model):
     def summary(self) -> dict[str, Any]:
         """The resolved spec as plain data (defaults filled in), as ``show`` prints it."""
         data = self.model_dump(mode="json")
+        if self.images:
+            del data["image"]  # a copy of the first of images
+        else:
+            del data["images"]
         return data
 
 
@@ -439,6 +498,7 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         hint = {
             NAME_PATTERN: "lower-case letters, digits, '.' and '-', starting with a letter or digit",
             PART_PATTERN: "a template part name: lower-case letters, digits, '_' and '-'",
+            IMAGE_KEY_PATTERN: "an image key such as cpu or hpu: lower-case letters, digits and '-', at most 40",
             ENV_PATTERN: "an environment variable name: letters, digits and '_', not starting with a digit",
             IMAGE_NAME_PATTERN: "an image repository such as intel/language-modeling (lower case)",
             IMAGE_REF_PATTERN: "an image reference such as debian:bookworm-slim or registry:5000/team/img:tag@sha256:...",
@@ -513,5 +573,8 @@ def validate_spec(data: Any, label: str) -> Spec:
         # never an empty list: an error the dedup rules would all drop is still reported
         problems = _problems(label, exc.errors()) or [Problem(label, *_describe(e)) for e in exc.errors()]
         raise SpecError(problems) from None
+    if spec.images:  # the first image is the default one: ``image`` is that image
+        key = next(iter(spec.images))
+        spec = spec.with_image(key)
     spec._label = label
     return spec

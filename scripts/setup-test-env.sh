@@ -12,6 +12,7 @@ APT_PACKAGES=(
     openssh-client openssh-server
     buildah debootstrap fuse-overlayfs
     shellcheck
+    lbzip2
 )
 
 missing=()

@@ -123,13 +123,14 @@ def load_selected(ctx: typer.Context, names: list[str] | None, all_: bool, *, co
 def sync_generated(
     ctx: typer.Context, names: list[str] | None, all_: bool, check: bool, *,
     command: str, section: str, what: str,
-    path_for: Callable[[Package], Path], text_of: Callable[[PackagePlan], str | None],
+    files_of: Callable[[PackagePlan], list[tuple[Path, str]]],
 ) -> None:
     """Write (or with ``check`` compare) one committed generated file per package.
 
     ``section`` is the spec section the file needs (``image``, ``docs``): with ``--all`` specs
     without it are skipped, a named one without it is a usage error. ``what`` names the file
-    kind in messages ("Dockerfile", "README"); ``text_of`` takes it from the package's plan.
+    kind in messages ("Dockerfile", "README"); ``files_of`` takes (path, text) of each from the
+    package's plan (one README; one Dockerfile per image).
     Prints a diff per stale file and one status line per file; raises ``CheckFailed`` naming
     the packages to regenerate.
     """
@@ -142,15 +143,13 @@ def sync_generated(
             raise UsageError(f"{', '.join(without)}: no {section} section in the spec, so no {what}")
     bad = []
     for package in packages:
-        path = path_for(package)
-        label = path.relative_to(package.root).as_posix()
-        text = text_of(make_plan(package))
-        assert text is not None
-        result = sync(path, text, check=check, label=label)
-        if result.diff:
-            echo(result.diff.rstrip("\n"))
-        echo(f"{result.status:9}  {label}")
-        if not result.ok:
-            bad.append(package.name)
+        for path, text in files_of(make_plan(package)):
+            label = path.relative_to(package.root).as_posix()
+            result = sync(path, text, check=check, label=label)
+            if result.diff:
+                echo(result.diff.rstrip("\n"))
+            echo(f"{result.status:9}  {label}")
+            if not result.ok and package.name not in bad:
+                bad.append(package.name)
     if bad:
         raise CheckFailed(f"{len(bad)} {what}(s) out of date; regenerate and commit: modelpkg {command} {' '.join(bad)}")

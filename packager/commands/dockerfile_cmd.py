@@ -16,6 +16,7 @@ def dockerfile_command(
     all_: Annotated[bool, typer.Option("--all", help="Every spec that has an image section.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 with a diff when a committed Dockerfile is stale or missing.")] = False,
 ) -> None:
-    """Render image.dockerfile (default dockerfiles/<name>.Dockerfile) from the spec's template parts."""
+    """Render image.dockerfile (default dockerfiles/<name>.Dockerfile; with images, one per image,
+    default dockerfiles/<name>-<key>.Dockerfile) from the spec's template parts."""
     sync_generated(ctx, names, all_, check, command="dockerfile", section="image", what="Dockerfile",
-                   path_for=dockerfile_path, text_of=lambda plan: plan.dockerfile)
+                   files_of=lambda plan: [(dockerfile_path(i.package), i.dockerfile) for i in plan.images])

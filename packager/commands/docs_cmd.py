@@ -18,4 +18,4 @@ def docs_command(
 ) -> None:
     """Render the package README (docs.parts) to docs.output (default docs/packages/<name>.md)."""
     sync_generated(ctx, names, all_, check, command="docs", section="docs", what="README",
-                   path_for=docs_path, text_of=lambda plan: plan.readme)
+                   files_of=lambda plan: [(docs_path(plan.package), plan.readme)] if plan.readme is not None else [])

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from packager.commands.common import ModelpkgGroup, load_selected
+from packager.dockerfile import select_image
 from packager.package import Package
 from packager.image.actions import BuildOptions, build_image, run_quickstart
 from packager.image.context import parse_key_values, secrets as parse_secrets
@@ -40,6 +41,7 @@ IsolationOpt = Annotated[
                  envvar="MODELPKG_ISOLATION"),
 ]
 TagOpt = Annotated[Optional[str], typer.Option(help="Image reference (default: the spec's image name:tag).")]
+ImageOpt = Annotated[Optional[str], typer.Option("--image", help="Which of the spec's images (its key in images:, e.g. cpu); default: the first.")]
 
 
 def _log(line: str) -> None:
@@ -47,9 +49,10 @@ def _log(line: str) -> None:
     sys.stdout.flush()
 
 
-def _load(ctx: typer.Context, name: str) -> Package:
-    """The package from the command's repository root (`--root`, $MODELPKG_ROOT, or found)."""
-    return load_selected(ctx, [name], False, command="image")[0]
+def _load(ctx: typer.Context, name: str, image: str | None = None) -> Package:
+    """The package from the command's repository root (`--root`, $MODELPKG_ROOT, or found),
+    with image ``image`` of its ``images`` selected (None: the default one)."""
+    return select_image(load_selected(ctx, [name], False, command="image")[0], image)
 
 
 @app.command("build")
@@ -58,6 +61,7 @@ def build_command(
     name: Annotated[str, typer.Argument(help="Package name (modelpkg list shows them).")],
     builder: BuilderOpt = "auto",
     tag: TagOpt = None,
+    image: ImageOpt = None,
     base_image: Annotated[Optional[str], typer.Option(help="Override ARG BASE_IMAGE, e.g. localhost/modelpkg-base:bookworm.")] = None,
     build_arg: Annotated[Optional[list[str]], typer.Option("--build-arg", help="NAME=VALUE (repeatable); NAME alone takes $NAME.")] = None,
     secret: Annotated[Optional[list[str]], typer.Option("--secret", help="Build secret id=NAME,src=FILE (repeatable); never stored in a layer.")] = None,
@@ -72,7 +76,7 @@ def build_command(
     Proxy variables set in the environment (http_proxy, https_proxy, no_proxy and upper case)
     are passed as build args only, so they never end up in the image.
     """
-    package = _load(ctx, name)
+    package = _load(ctx, name, image)
     options = BuildOptions(
         tag=tag,
         base_image=base_image,
@@ -95,6 +99,7 @@ def run_command(
     args: Annotated[Optional[list[str]], typer.Argument(help="Arguments for the script (after --).")] = None,
     builder: BuilderOpt = "auto",
     tag: TagOpt = None,
+    image: ImageOpt = None,
     env: Annotated[Optional[list[str]], typer.Option("--env", "-e", help="NAME=VALUE for the container (repeatable); NAME alone takes $NAME.")] = None,
     volume: Annotated[Optional[list[str]], typer.Option("--volume", "-v", help="HOST[:CONTAINER][:ro] (repeatable).")] = None,
     privileged: Annotated[bool, typer.Option(help="docker only: run privileged (as Intel's documented docker run does).")] = False,
@@ -107,7 +112,7 @@ def run_command(
     set here are forwarded, with proxies; the folders are mounted at the same path.
     Exits with the script's exit status.
     """
-    spec = _load(ctx, name).spec
+    spec = _load(ctx, name, image).spec
     chosen = select_builder(builder, storage_driver=storage_driver, isolation=isolation)
     code = run_quickstart(
         spec, chosen, script, args or [], log=_log, tag=tag,

@@ -27,7 +27,10 @@ def describe(plan: PackagePlan) -> list[str]:
     lines = [f"package  {spec.name}  ({spec.spec_label})"]
     lines.append(f"  {spec.framework}, {', '.join(spec.precisions)}, {spec.mode}, {spec.hardware}")
     lines.append(f"  files    {len(plan.model.files)} (incl. MANIFEST.sha256), {plan.model.size} bytes")
-    lines.append(f"  image    {spec.image.reference if spec.image else '-'}")
+    if spec.images:
+        lines += [f"  image    {key}: {image.reference}" for key, image in spec.images.items()]
+    else:
+        lines.append(f"  image    {spec.image.reference if spec.image else '-'}")
     lines.append("  outputs  " + ", ".join(str(a.path) for a in plan.archives))
     return lines
 
@@ -51,7 +54,12 @@ def show_command(
     for item in plan.model.files:
         echo(f"{item.mode:04o}  {item.size:>9}  {item.path}")
     echo()
-    if spec.image is not None:
+    if spec.images:
+        for key, image in spec.images.items():
+            default = " (default)" if key == spec.image_key else ""
+            echo(f"image {key}{default}: {image.reference}")
+            echo(f"dockerfile {key}: {image.dockerfile}")
+    elif spec.image is not None:
         echo(f"image: {spec.image.reference}")
         echo(f"dockerfile: {spec.image.dockerfile}")
     else:

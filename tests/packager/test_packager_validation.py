@@ -289,7 +289,7 @@ def test_misspelt_key_is_one_problem_not_also_a_missing_key(repo):
         f"specs/{NAME}.yaml: files[0].destinaton: unknown key 'destinaton'; did you mean 'destination'? "
         "(allowed: destination, exclude, source)",
         f"specs/{NAME}.yaml: hardwre: unknown key 'hardwre'; did you mean 'hardware'? "
-        "(allowed: description, docs, env_help, files, filesets, framework, hardware, image, licenses, mode, "
+        "(allowed: description, docs, env_help, files, filesets, framework, hardware, image, images, licenses, mode, "
         "name, precision, quickstart, title, wrapper)",
         f"specs/{NAME}.yaml: image.tga: unknown key 'tga'; did you mean 'tag'? "
         "(allowed: base_image, base_package, build_args, dockerfile, env, name, parts, tag, workdir)",
