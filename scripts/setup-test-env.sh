@@ -30,4 +30,15 @@ fi
 echo "setup: installing Python packages"
 # torch is pinned to the CPU build; a bare 'torch' would pull several GB of CUDA wheels.
 python3 -m pip install -q "torch==2.13.0" -e ".[tensorflow,pytorch,test]"
+# TensorFlow 2.15.1 / Keras 2.15 (what Habana's Gaudi bridge pins) in its own venv, for
+# tests/tf215 (the TF BERT suite on Keras 2).
+if .venv-tf215/bin/python -c "import tensorflow as tf; assert tf.__version__ == '2.15.1'" \
+        >/dev/null 2>&1; then
+    echo "setup: .venv-tf215 (TensorFlow 2.15.1) already present"
+else
+    echo "setup: creating .venv-tf215 (TensorFlow 2.15.1, Keras 2)"
+    python3 -m venv .venv-tf215
+    .venv-tf215/bin/pip install -q tensorflow-cpu==2.15.1 'numpy<2' tokenizers mpi4py pytest \
+        hypothesis pyyaml
+fi
 echo "setup: done"

@@ -1,5 +1,6 @@
 """Seed 002's command lines, run from the extracted `tensorflow-gaudi-bert-training` package on
-the CPU with tiny generated data and checkpoints (paths and sizes adjusted, every flag kept):
+the CPU with tiny generated data and checkpoints (paths and sizes adjusted, every flag kept),
+once on each TensorFlow stack (``stack_python``: TF 2.21 / Keras 3 and TF 2.15 / Keras 2):
 pretraining phase 1 -> phase 2 from its checkpoint, MRPC and SQuAD fine-tuning on one card,
 the 8-card `mpirun ... --horovod` form with two ranks (one model: identical weights), a
 two-"host" run through sshd, and one-line errors for bad flags and files."""
@@ -16,6 +17,7 @@ import pytest
 
 from tests import sshd
 from tests.gaudi import package_fixtures as pf
+from tests.tf_stacks import TF215_PYTHON
 
 pytestmark = pytest.mark.slow
 
@@ -63,18 +65,21 @@ def dllog_summary(path: Path) -> dict:
     return [r for r in records if r["step"] == []][-1]["data"]
 
 
-def test_pretraining_phase1_then_phase2_from_its_checkpoint(package, bert, corpus, tmp_path):
+def test_pretraining_phase1_then_phase2_from_its_checkpoint(
+        stack_python, package, bert, corpus, tmp_path):
     env = pf.package_env(package, TF_BF16_CONVERSION=recipe(package))
     phase1 = tmp_path / "bert" / "phase_1"
-    proc = pf.run_in_package(package, [sys.executable, "run_pretraining.py", *pretraining_flags(
+    proc = pf.run_in_package(package, [stack_python, "run_pretraining.py", *pretraining_flags(
         corpus, phase1, 32, 5, f"{pf.LARGE}/bert_model.ckpt")], env)
     assert "precision bf16 (TF_BF16_CONVERSION=" in proc.stdout
     assert "device: CPU" in proc.stdout
+    assert ("TensorFlow 2.15.1, Keras 2." if stack_python == TF215_PYTHON
+            else "Keras 3.") in proc.stdout  # the stack asked for is the one that ran
     assert (phase1 / "model.ckpt-4.index").is_file()
     assert dllog_summary(phase1 / "bert_dllog.json")["global_step"] == 4
 
     phase2 = tmp_path / "bert" / "phase_2"
-    proc = pf.run_in_package(package, [sys.executable, "run_pretraining.py", *pretraining_flags(
+    proc = pf.run_in_package(package, [stack_python, "run_pretraining.py", *pretraining_flags(
         corpus, phase2, 64, 10, str(phase1 / "model.ckpt-4"), steps=2)], env)
     assert "model.ckpt-4" in proc.stdout  # the init report names phase 1's checkpoint
     assert (phase2 / "model.ckpt-2.index").is_file()
@@ -88,23 +93,23 @@ def classifier_flags(bert: str, data: Path, out: Path, horovod: str) -> list[str
             f"--output_dir={out}", f"--use_horovod={horovod}", "--enable_scoped_allocator=False"]
 
 
-def test_mrpc_single_card(package, bert, tmp_path):
+def test_mrpc_single_card(stack_python, package, bert, tmp_path):
     data = pf.mrpc_folder(tmp_path / "MRPC_parent")
     out = tmp_path / "bert"
     env = pf.package_env(package, TF_BF16_CONVERSION=recipe(package))
-    pf.run_in_package(package, [sys.executable, "run_classifier.py",
+    pf.run_in_package(package, [stack_python, "run_classifier.py",
                                 *classifier_flags(pf.LARGE, data, out, "false")], env)
     result = json.loads((out / "eval_results.json").read_text())
     assert result["eval_examples"] == 12
     assert json.loads((out / "train_summary.json").read_text())["precision"] == "bf16"
 
 
-def test_squad_single_card(package, bert, tmp_path):
+def test_squad_single_card(stack_python, package, bert, tmp_path):
     squad = pf.squad_folder(tmp_path / "SQuAD")
     out = tmp_path / "bert"
     env = pf.package_env(package, TF_BF16_CONVERSION=recipe(package))
     pf.run_in_package(package, [
-        sys.executable, "run_squad.py", f"--vocab_file={pf.LARGE}/vocab.txt",
+        stack_python, "run_squad.py", f"--vocab_file={pf.LARGE}/vocab.txt",
         f"--bert_config_file={pf.LARGE}/bert_config.json",
         f"--init_checkpoint={pf.LARGE}/bert_model.ckpt", "--do_train=True",
         f"--train_file={squad}/train-v1.1.json", "--do_predict=True",
@@ -133,12 +138,13 @@ def mpirun_prefix(log_dir: Path, ranks: int = 2) -> list[str]:
 
 
 @pytest.mark.mpi
-def test_multi_card_pretraining_with_horovod_trains_one_model(package, bert, corpus, tmp_path):
+def test_multi_card_pretraining_with_horovod_trains_one_model(
+        stack_python, package, bert, corpus, tmp_path):
     out = tmp_path / "phase_1"
     env = pf.package_env(package)
     proc = pf.run_in_package(package, [
         *mpirun_prefix(tmp_path / "bert_phase1_log"), "-x", f"TF_BF16_CONVERSION={recipe(package)}",
-        sys.executable, "run_pretraining.py", *pretraining_flags(
+        stack_python, "run_pretraining.py", *pretraining_flags(
             corpus, out, 32, 5, f"{pf.LARGE}/bert_model.ckpt"), "--horovod"], env)
     summary = dllog_summary(out / "bert_dllog.json")
     assert summary["weights_identical_across_ranks"] is True
@@ -149,10 +155,10 @@ def test_multi_card_pretraining_with_horovod_trains_one_model(package, bert, cor
 
 
 @pytest.mark.mpi
-def test_multi_card_mrpc_use_horovod_is_synchronous(package, bert, tmp_path):
+def test_multi_card_mrpc_use_horovod_is_synchronous(stack_python, package, bert, tmp_path):
     data = pf.mrpc_folder(tmp_path / "MRPC_parent")
     out = tmp_path / "bert"
-    pf.run_in_package(package, [*mpirun_prefix(tmp_path / "bert_log"), sys.executable,
+    pf.run_in_package(package, [*mpirun_prefix(tmp_path / "bert_log"), stack_python,
                                 "run_classifier.py",
                                 *classifier_flags(pf.LARGE, data, out, "true")])
     summary = json.loads((out / "train_summary.json").read_text())
@@ -163,7 +169,7 @@ def test_multi_card_mrpc_use_horovod_is_synchronous(package, bert, tmp_path):
 
 
 @pytest.mark.mpi
-def test_two_hosts_through_sshd(package, bert, tmp_path):
+def test_two_hosts_through_sshd(stack_python, package, bert, tmp_path):
     """MULTI_HLS_IPS with two local "hosts": rank 1 is started over ssh on port 3022 (or the
     fixture's free port), both ranks train one model."""
     data = pf.mrpc_folder(tmp_path / "MRPC_parent")
@@ -171,8 +177,8 @@ def test_two_hosts_through_sshd(package, bert, tmp_path):
     with sshd.two_loopback_hosts(tmp_path / "ssh") as hosts:
         env = pf.package_env(package, MULTI_HLS_IPS=hosts.hosts, **hosts.env)
         proc = pf.run_in_package(package, [
-            sys.executable, "models/common/launch.py", "--no-bind", "--tag-output",
-            "--merge-stderr-to-stdout", "--", sys.executable, "run_classifier.py",
+            stack_python, "models/common/launch.py", "--no-bind", "--tag-output",
+            "--merge-stderr-to-stdout", "--", stack_python, "run_classifier.py",
             *classifier_flags(pf.LARGE, data, out, "true")], env)
     assert "plm_rsh_args" in proc.stdout and "-H 127.0.0.1:1,127.0.0.2:1" in proc.stdout
     summary = json.loads((out / "train_summary.json").read_text())
@@ -185,10 +191,11 @@ def test_two_hosts_through_sshd(package, bert, tmp_path):
     ([], {"TF_BF16_CONVERSION": "bf16_config/missing.json"}, "missing.json: file not found"),
     (["--use_horovod=maybe"], {}, "--use_horovod"),
 ])
-def test_bad_flags_and_files_are_one_line(package, bert, tmp_path, extra, env, needle):
+def test_bad_flags_and_files_are_one_line(
+        stack_python, package, bert, tmp_path, extra, env, needle):
     data = pf.mrpc_folder(tmp_path / "MRPC_parent")
     proc = pf.run_in_package(package, [
-        sys.executable, "run_classifier.py",
+        stack_python, "run_classifier.py",
         *classifier_flags(pf.LARGE, data, tmp_path / "out", "false"), *extra],
         pf.package_env(package, **env), check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr

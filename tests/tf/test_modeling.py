@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.bert_large.tensorflow import checkpoint, modeling
+from models.bert_large.tensorflow import checkpoint, compat, modeling
 from models.bert_large.tensorflow import finetune_loop as loop
 from tests.tf.conftest import make_config_dict
 
@@ -133,12 +134,25 @@ def _randomize(model, seed=1):
     """Non-trivial weights everywhere (biases and LayerNorm too), so every term matters."""
     rng = np.random.default_rng(seed)
     for v in model.trainable_variables:
-        scale = 0.1 if "gamma" not in v.path else 0.2
-        base = 1.0 if "gamma" in v.path else 0.0
+        scale = 0.1 if "gamma" not in compat.variable_path(v) else 0.2
+        base = 1.0 if "gamma" in compat.variable_path(v) else 0.0
         v.assign((base + scale * rng.standard_normal(v.shape)).astype(np.float32))
 
 
+def _reference_python() -> str:
+    """The interpreter for the transformers reference: this one, or the one named by
+    ``MODELPKG_REFERENCE_PYTHON`` (tests/tf215 runs this suite in the TF 2.15 venv, which has
+    no PyTorch, and points it at the main interpreter)."""
+    python = os.environ.get("MODELPKG_REFERENCE_PYTHON", sys.executable)
+    if python == sys.executable and not all(
+            importlib.util.find_spec(m) for m in ("torch", "transformers")):
+        pytest.skip("the transformers reference needs torch + transformers: install them or "
+                    "set MODELPKG_REFERENCE_PYTHON to an interpreter that has them")
+    return python
+
+
 def _torch_reference(tmp_path, config, weights, inputs):
+    python = _reference_python()
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     np.savez(tmp_path / "weights.npz", **weights)
     np.savez(tmp_path / "inputs.npz", **inputs)
@@ -147,7 +161,7 @@ def _torch_reference(tmp_path, config, weights, inputs):
     env.update(TRANSFORMERS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
                OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(tmp_path / "ref.py"), str(tmp_path / "config.json"),
+        [python, str(tmp_path / "ref.py"), str(tmp_path / "config.json"),
          str(tmp_path / "weights.npz"), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
         capture_output=True, text=True, env=env, timeout=300,
     )

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 import tensorflow as tf
 
-from models.bert_large.tensorflow import modeling
+from models.bert_large.tensorflow import compat, modeling
 from models.bert_large.tensorflow.flags import bundle_problem
 from models.bert_large.tensorflow.runtime import write_text_atomic
 
@@ -137,7 +137,8 @@ def google_variable_map(model) -> list[VarRef]:
 
 def _check_covers(model, refs: list[VarRef]) -> None:
     mapped = {id(r.variable) for r in refs}
-    unmapped = [v.path for v in model.trainable_variables if id(v) not in mapped]
+    unmapped = [compat.variable_path(v) for v in model.trainable_variables
+                if id(v) not in mapped]
     if unmapped:  # a programming error: a new variable without a checkpoint name
         raise AssertionError(f"model variables without a checkpoint name: {unmapped}")
 
@@ -288,7 +289,7 @@ def load_init_checkpoint(model, path) -> LoadReport:
             buf[..., ref.cols[0]:ref.cols[1]] = tensor
         loaded.append(ref.name)
     for key, variable in variables.items():
-        variable.assign(values[key].astype(variable.dtype))
+        variable.assign(values[key].astype(compat.numpy_dtype(variable)))
     used = {r.name for r in refs}
     unused = sorted(n for n in shapes if n not in used)
     return LoadReport(path=path, loaded=loaded, initialized=initialized, unused=unused)
@@ -301,11 +302,12 @@ def load_init_checkpoint(model, path) -> LoadReport:
 def _model_state_variables(model, refs: Iterable[VarRef]) -> list:
     """Variables outside the google map (Keras RNG states of dropout), in a stable order."""
     mapped = {id(r.variable) for r in refs}
-    return [v for v in model.variables if id(v) not in mapped]
+    return ([v for v in model.variables if id(v) not in mapped]
+            + compat.extra_state_variables(model))
 
 
 def _ensure_optimizer_built(optimizer, model) -> None:
-    if not optimizer.built:
+    if not compat.optimizer_built(optimizer):
         optimizer.build(model.trainable_variables)
 
 
@@ -443,7 +445,7 @@ def restore_training_checkpoint(path, model, optimizer=None) -> tuple[int, dict]
             key = f"{_OPTIMIZER_PREFIX}{i}"
             if tuple(shapes[key]) != tuple(v.shape):
                 raise CheckpointError(
-                    f"optimizer variable {v.path}: checkpoint {path} has shape "
+                    f"optimizer variable {compat.variable_path(v)}: checkpoint {path} has shape "
                     f"{list(shapes[key])}, expected {list(v.shape)}"
                 )
             v.assign(read_tensor(reader, path, key))

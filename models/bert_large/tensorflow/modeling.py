@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import keras
 import tensorflow as tf
 
+from models.bert_large.tensorflow import compat
 from models.bert_large.config import BertConfig  # also re-exported: modeling.BertConfig
 from models.bert_large.tensorflow.precision import (  # noqa: F401  (re-exported)
     current_precision,
@@ -83,7 +84,7 @@ def _dense(config: BertConfig, units: int, name: str, policy, activation=None):
 def _weight(layer, name: str, shape, initializer):
     # autocast=False: under mixed_bfloat16, Keras would hand these out as bf16 inside call();
     # the code casts them explicitly, so biases added to float32 logits stay float32.
-    return layer.add_weight(name=name, shape=shape, initializer=initializer, autocast=False)
+    return compat.add_weight(layer, name, shape, initializer, autocast=False)
 
 
 class BertEmbeddings(keras.layers.Layer):
@@ -93,19 +94,21 @@ class BertEmbeddings(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.layer_norm = _layer_norm("LayerNorm", config.layer_norm_eps)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype="float32")
+        self.dropout = compat.dropout(config.hidden_dropout_prob, dtype="float32")
 
     def build(self, input_shape=None):
         c = self.config
         h, init = c.hidden_size, _init(c)
         self.word_embeddings = _weight(self, "word_embeddings", (c.vocab_size, h), init)
         self.token_type_embeddings = _weight(
-            self, "token_type_embeddings", (c.type_vocab_size, h), init
+            self, "token_type_embeddings", (c.type_vocab_size, h),
+            compat.fresh_initializer(init),
         )
         self.position_embeddings = _weight(
-            self, "position_embeddings", (c.max_position_embeddings, h), init
+            self, "position_embeddings", (c.max_position_embeddings, h),
+            compat.fresh_initializer(init),
         )
-        self.layer_norm.build((None, None, c.hidden_size))
+        compat.build(self.layer_norm, (None, None, c.hidden_size))
         self.built = True
 
     def call(self, input_ids, segment_ids, training=None):
@@ -132,24 +135,24 @@ class BertSelfAttention(keras.layers.Layer):
     def __init__(self, config: BertConfig, **kwargs):
         super().__init__(**kwargs)
         # Keep float32 inputs (residual stream, attention bias) as they are.
-        self._convert_input_args = False
+        compat.keep_input_dtypes(self)
         self.config = config
         h = config.hidden_size
         self.qkv = _dense(config, 3 * h, "qkv", self.dtype_policy)  # kernel [H, 3H] = q|k|v
         self.output_dense = _dense(config, h, "output_dense", self.dtype_policy)
-        self.attention_dropout = keras.layers.Dropout(
+        self.attention_dropout = compat.dropout(
             config.attention_probs_dropout_prob, dtype=self.dtype_policy
         )
-        self.output_dropout = keras.layers.Dropout(
+        self.output_dropout = compat.dropout(
             config.hidden_dropout_prob, dtype=self.dtype_policy
         )
         self.layer_norm = _layer_norm("LayerNorm", config.layer_norm_eps)
 
     def build(self, input_shape=None):
         h = self.config.hidden_size
-        self.qkv.build((None, None, h))
-        self.output_dense.build((None, None, h))
-        self.layer_norm.build((None, None, h))
+        compat.build(self.qkv, (None, None, h))
+        compat.build(self.output_dense, (None, None, h))
+        compat.build(self.layer_norm, (None, None, h))
         self.built = True
 
     def call(self, hidden, attention_bias, training=None):
@@ -177,7 +180,7 @@ class BertLayer(keras.layers.Layer):
     def __init__(self, config: BertConfig, **kwargs):
         super().__init__(**kwargs)
         # Keep float32 inputs (residual stream, attention bias) as they are.
-        self._convert_input_args = False
+        compat.keep_input_dtypes(self)
         self.config = config
         self.attention = BertSelfAttention(config, name="attention", dtype=self.dtype_policy)
         self.intermediate = _dense(
@@ -185,17 +188,17 @@ class BertLayer(keras.layers.Layer):
             activation=get_activation(config.hidden_act),
         )
         self.output_dense = _dense(config, config.hidden_size, "output_dense", self.dtype_policy)
-        self.output_dropout = keras.layers.Dropout(
+        self.output_dropout = compat.dropout(
             config.hidden_dropout_prob, dtype=self.dtype_policy
         )
         self.layer_norm = _layer_norm("LayerNorm", config.layer_norm_eps)
 
     def build(self, input_shape=None):
         c = self.config
-        self.attention.build()
-        self.intermediate.build((None, None, c.hidden_size))
-        self.output_dense.build((None, None, c.intermediate_size))
-        self.layer_norm.build((None, None, c.hidden_size))
+        compat.build(self.attention)
+        compat.build(self.intermediate, (None, None, c.hidden_size))
+        compat.build(self.output_dense, (None, None, c.intermediate_size))
+        compat.build(self.layer_norm, (None, None, c.hidden_size))
         self.built = True
 
     def call(self, hidden, attention_bias, training=None):
@@ -260,11 +263,11 @@ class BertModel(_BertBase):
         )
 
     def build(self, input_shape=None):
-        self.embeddings.build()
+        compat.build(self.embeddings)
         for layer in self.encoder_layers:
-            layer.build()
+            compat.build(layer)
         if self.pooler is not None:
-            self.pooler.build((None, self.config.hidden_size))
+            compat.build(self.pooler, (None, self.config.hidden_size))
         self.built = True
 
     def call(self, inputs, training=None):
@@ -287,7 +290,7 @@ class BertPretrainingHeads(keras.layers.Layer):
     def __init__(self, config: BertConfig, word_embeddings_layer: BertEmbeddings, **kwargs):
         super().__init__(**kwargs)
         # Keep float32 inputs (residual stream, attention bias) as they are.
-        self._convert_input_args = False
+        compat.keep_input_dtypes(self)
         self.config = config
         self._embeddings = word_embeddings_layer
         self.transform = _dense(
@@ -298,8 +301,8 @@ class BertPretrainingHeads(keras.layers.Layer):
 
     def build(self, input_shape=None):
         c = self.config
-        self.transform.build((None, None, c.hidden_size))
-        self.transform_layer_norm.build((None, None, c.hidden_size))
+        compat.build(self.transform, (None, None, c.hidden_size))
+        compat.build(self.transform_layer_norm, (None, None, c.hidden_size))
         self.output_bias = _weight(self, "output_bias", (c.vocab_size,), "zeros")
         # google layout: [2, H] (transposed w.r.t. a Dense kernel).
         self.seq_relationship_weights = _weight(
@@ -344,8 +347,8 @@ class BertForPreTraining(_BertBase):
         )
 
     def build(self, input_shape=None):
-        self.bert.build()
-        self.cls.build()
+        compat.build(self.bert)
+        compat.build(self.cls)
         self.built = True
 
     def call(self, inputs, training=None):
@@ -367,7 +370,7 @@ class BertForQuestionAnswering(_BertBase):
 
     def build(self, input_shape=None):
         c = self.config
-        self.bert.build()
+        compat.build(self.bert)
         self.qa_weights = _weight(self, "squad_output_weights", (2, c.hidden_size), _init(c))
         self.qa_bias = _weight(self, "squad_output_bias", (2,), "zeros")
         self.built = True
@@ -395,11 +398,11 @@ class BertForSequenceClassification(_BertBase):
         self.config = config
         self.num_labels = num_labels
         self.bert = BertModel(config, name="bert", dtype=self.dtype_policy)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype="float32")
+        self.dropout = compat.dropout(config.hidden_dropout_prob, dtype="float32")
 
     def build(self, input_shape=None):
         c = self.config
-        self.bert.build()
+        compat.build(self.bert)
         self.classifier_weights = _weight(
             self, "output_weights", (self.num_labels, c.hidden_size), _init(c)
         )

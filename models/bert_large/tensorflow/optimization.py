@@ -24,6 +24,8 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from models.bert_large.tensorflow import compat
+
 __all__ = ["WarmupPolynomialDecay", "create_optimizer", "DEFAULT_NO_DECAY", "uses_weight_decay"]
 
 # Matched (re.search) against a variable's full path (``bert/encoder/.../LayerNorm/gamma``)
@@ -32,7 +34,7 @@ DEFAULT_NO_DECAY: tuple[str, ...] = ("LayerNorm", "layer_norm", "bias", r"(^|/)g
                                      r"(^|/)beta$")
 
 
-@keras.saving.register_keras_serializable(package="bert")
+@compat.register_serializable(package="bert")
 class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
     """``init_lr * step / warmup`` while ``step < warmup``, then
     ``(init_lr - end_lr) * (1 - min(step, decay_steps) / decay_steps) ** power + end_lr``."""
@@ -67,7 +69,7 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def uses_weight_decay(variable, no_decay: Sequence[str] = DEFAULT_NO_DECAY) -> bool:
     """False for variables whose path or name matches one of the ``no_decay`` patterns."""
-    names = (getattr(variable, "path", None) or "", variable.name)
+    names = (compat.variable_path(variable), variable.name)
     return not any(re.search(p, n) for p in no_decay for n in names)
 
 
@@ -81,11 +83,11 @@ class _PathDecayMixin:
         return uses_weight_decay(variable, self._no_decay)
 
 
-class BertAdamW(_PathDecayMixin, keras.optimizers.AdamW):
+class BertAdamW(_PathDecayMixin, compat.scheduled_learning_rate(keras.optimizers.AdamW)):
     pass
 
 
-class BertLamb(_PathDecayMixin, keras.optimizers.Lamb):
+class BertLamb(_PathDecayMixin, compat.scheduled_learning_rate(compat.Lamb)):
     pass
 
 

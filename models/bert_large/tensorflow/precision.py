@@ -12,8 +12,7 @@ they are constructed. Alternatively pass ``dtype=policy_name(precision)`` to a m
 
 from __future__ import annotations
 
-import keras
-
+from models.bert_large.tensorflow import compat
 from models.common import precisions
 
 PRECISIONS = precisions.supported("tensorflow")
@@ -27,15 +26,15 @@ def policy_name(precision: str) -> str:
     return _POLICIES[precisions.resolve(precision, PRECISIONS)]
 
 
-def set_precision(precision: str) -> keras.DTypePolicy:
+def set_precision(precision: str) -> compat.DTypePolicy:
     """Set the global Keras dtype policy for ``precision``; returns the policy."""
-    keras.mixed_precision.set_global_policy(policy_name(precision))
-    return keras.mixed_precision.global_policy()
+    compat.set_global_policy(policy_name(precision))
+    return compat.global_policy()
 
 
 def current_precision() -> str:
     """The precision matching the current global Keras policy."""
-    name = keras.mixed_precision.global_policy().name
+    name = compat.global_policy().name
     for precision, policy in _POLICIES.items():
         if policy == name:
             return precision

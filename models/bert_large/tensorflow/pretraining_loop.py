@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from models.bert_large.tensorflow import modeling
+from models.bert_large.tensorflow import compat, modeling
 
 log = logging.getLogger("bert")
 
@@ -259,7 +259,7 @@ def evaluate(model, batches: Iterator[dict], comm, max_steps: int | None = None)
 
 def rng_state_variables(model) -> list:
     """The Keras seed-generator states (dropout) of ``model``, in a stable order."""
-    return [v for v in model.variables if "seed_generator_state" in v.path]
+    return compat.rng_state_variables(model)
 
 
 def get_rng_states(model) -> list[list[int]]:

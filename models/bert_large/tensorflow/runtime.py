@@ -79,9 +79,10 @@ def configure_tf(flags: argparse.Namespace, precision: str) -> tuple[int | None,
     model. Returns the thread counts."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from models.bert_large.tensorflow import device  # noqa: PLC0415
+    from models.bert_large.tensorflow import compat, device  # noqa: PLC0415
     from models.bert_large.tensorflow import precision as tf_precision  # noqa: PLC0415
 
+    log.info("TensorFlow %s, Keras %s", tf.__version__, compat.KERAS_VERSION)
     chosen = getattr(flags, "device_choice", None) or device.select("cpu")
     recipe = getattr(flags, "bf16_recipe", None)
     if chosen.is_hpu and recipe:
