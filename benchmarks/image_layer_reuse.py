@@ -33,7 +33,7 @@ from packager.errors import ModelpkgError  # noqa: E402
 from packager.image.actions import BuildOptions, build_image  # noqa: E402
 from packager.image.context import secrets as parse_secrets  # noqa: E402
 from packager.image.select import select_builder  # noqa: E402
-from packager.repo import load_spec  # noqa: E402
+from packager.package import load_package  # noqa: E402
 
 _STEP = re.compile(r"^(?:STEP (\d+)/(\d+):|Step (\d+)/(\d+) :)\s*(.*)")
 _CACHED = re.compile(r"^\s*-+>\s+Using cache\b")
@@ -114,8 +114,8 @@ def main() -> int:
             log = StepLog(quiet=not args.verbose)
             print(f"{label}:" + (f" (appended a comment to {args.change})" if results else ""))
             try:
-                spec = load_spec(args.name, root)
-                result = build_image(spec, builder, options, log, root)
+                package = load_package(args.name, root)
+                result = build_image(package, builder, options, log)
             except ModelpkgError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

@@ -22,9 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from packager.archive import build_model_package, plan_model_package  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from packager.archive import write_plan  # noqa: E402
 from packager.errors import ModelpkgError  # noqa: E402
-from packager.repo import load_spec, spec_names  # noqa: E402
+from packager.package import load_package, package_names  # noqa: E402
+from packager.plan import make_plan  # noqa: E402
 from packager.root import find_root  # noqa: E402
 
 TARGET = 1.5
@@ -60,16 +63,14 @@ def make_fixture(root: Path) -> str:
     return "bench-fp32-training"
 
 
-def pick_spec(root: Path, wanted: str | None):
+def pick_package(root: Path, wanted: str | None):
     if wanted:
-        return load_spec(wanted, root)
-    preferred = ["bert-large-bf16-training"] + spec_names(root)
-    for name in dict.fromkeys(preferred):
-        if (root / "specs" / f"{name}.yaml").is_file():
-            try:
-                return load_spec(name, root)
-            except ModelpkgError as exc:
-                print(f"skipping {name}: {str(exc).splitlines()[0]}")
+        return load_package(wanted, root)
+    for name in dict.fromkeys(["bert-large-bf16-training"] + package_names(root)):
+        try:
+            return load_package(name, root)
+        except ModelpkgError as exc:
+            print(f"skipping {name}: {str(exc).splitlines()[0]}")
     return None
 
 
@@ -92,22 +93,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="modelpkg-bench-") as tmp:
         tmp_path = Path(tmp)
         root = find_root()
-        spec = None if args.fixture else pick_spec(root, args.spec)
-        if spec is None:
+        package = None if args.fixture else pick_package(root, args.spec)
+        if package is None:
             root = tmp_path / "repo"
-            spec = load_spec(make_fixture(root), root)
+            package = load_package(make_fixture(root), root)
             print("using a generated fixture repository")
-        files = plan_model_package(spec, root, manifest=False)
+        out = tmp_path / "out"
+        files = make_plan(package, out).model.files
         sources = [f.source for f in files if f.source is not None]
         size = sum(p.stat().st_size for p in sources)
-        print(f"package {spec.name}: {len(files)} files, {size / 1e6:.2f} MB of sources")
+        print(f"package {package.name}: {len(files)} files, {size / 1e6:.2f} MB of sources")
 
         listing = tmp_path / "files.txt"
         listing.write_text("".join(os.path.relpath(p, root) + "\n" for p in sources))
-        out = tmp_path / "out"
 
-        def ours() -> None:
-            build_model_package(spec, out, root)
+        def ours() -> None:  # what `modelpkg build` does for the model package: plan, write
+            write_plan(replace(make_plan(package, out), wrapper=None))
 
         def tar() -> None:
             subprocess.run(["tar", "-czf", str(tmp_path / "tar.tar.gz"), "-C", str(root), "-T", str(listing)], check=True)
@@ -117,7 +118,7 @@ def main() -> int:
         t_ours = best_of(args.repeat, ours)
         t_tar = best_of(args.repeat, tar)
         ratio = t_ours / t_tar
-        ours_size = (out / f"{spec.name}.tar.gz").stat().st_size
+        ours_size = (out / f"{package.name}.tar.gz").stat().st_size
         tar_size = (tmp_path / "tar.tar.gz").stat().st_size
         print(f"modelpkg build : {t_ours * 1000:8.1f} ms  ({ours_size} bytes)")
         print(f"tar -czf       : {t_tar * 1000:8.1f} ms  ({tar_size} bytes)")

@@ -93,3 +93,13 @@ def test_launch_logic_uses_only_the_standard_library():
         # sibling imports used when a file is run as a script
         third_party -= {p.stem for p in path.parent.glob("*.py")}
         assert not third_party, f"{path.relative_to(ROOT)} imports {sorted(third_party)}"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_every_benchmark_imports_and_answers_help(script):
+    """A benchmark is run by hand, rarely: an import left stale by a refactoring (a module
+    renamed or removed) shows up here instead of when somebody wants the figures."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"benchmarks/{script} --help: {proc.stderr[-2000:]}"
+    assert "usage:" in proc.stdout
