@@ -35,10 +35,18 @@ RUN apt-get update && \
 
 # sshd: the ssh server mpirun reaches in multi-server runs, on SSHD_PORT (the launcher's
 # DOCKER_SSHD_PORT, 3022 as in Habana's images), root by key only; host keys made at build
-# time (every container of this image shares them). Needs openssh-server (the ssh part).
-# Start it in each container with: /usr/sbin/sshd
+# time (every container of this image shares them, so /etc/ssh/ssh_known_hosts trusts exactly
+# those keys for any host name: MPIJob pods reach each other without a host key prompt).
+# Needs openssh-server (the ssh part). Start it in each container with: /usr/sbin/sshd
+# (MPIJob workers: /usr/sbin/sshd -De). SSHD_USER=NAME adds that non-root user (uid/gid
+# SSHD_UID) with its own sshd: /usr/sbin/sshd -De -f /home/NAME/.sshd_config (keys in
+# /home/NAME/.ssh, the MPIJob's sshAuthMountPath).
 ARG SSHD_PORT=3022
+ARG SSHD_USER=""
+ARG SSHD_UID=1000
 RUN case "${SSHD_PORT}" in ''|*[!0-9]*) echo "error: SSHD_PORT=${SSHD_PORT} is not a port number" >&2; exit 2;; esac && \
+    case "${SSHD_UID}" in ''|*[!0-9]*) echo "error: SSHD_UID=${SSHD_UID} is not a number" >&2; exit 2;; esac && \
+    case "${SSHD_USER}" in ''|[a-z_][a-z0-9_-]*) ;; *) echo "error: SSHD_USER=${SSHD_USER} is not a user name (a-z, 0-9, _ and -)" >&2; exit 2;; esac && \
     mkdir -p /run/sshd /etc/ssh/sshd_config.d && \
     if ! grep -qs '^Include /etc/ssh/sshd_config.d/' /etc/ssh/sshd_config; then \
         sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config; \
@@ -47,7 +55,21 @@ RUN case "${SSHD_PORT}" in ''|*[!0-9]*) echo "error: SSHD_PORT=${SSHD_PORT} is n
     printf 'Port %s\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n' "${SSHD_PORT}" \
         > /etc/ssh/sshd_config.d/modelpkg.conf && \
     ssh-keygen -A && \
-    /usr/sbin/sshd -t
+    for key in /etc/ssh/ssh_host_*_key.pub; do printf '* %s\n' "$(cut -d' ' -f1,2 "${key}")"; done \
+        >> /etc/ssh/ssh_known_hosts && \
+    /usr/sbin/sshd -t && \
+    if [ -n "${SSHD_USER}" ]; then \
+        groupadd -g "${SSHD_UID}" "${SSHD_USER}" && \
+        useradd -m -s /bin/bash -u "${SSHD_UID}" -g "${SSHD_UID}" "${SSHD_USER}" && \
+        home="/home/${SSHD_USER}" && \
+        mkdir -p "${home}/.ssh" "${home}/.sshd" && \
+        cp /etc/ssh/ssh_host_ed25519_key "${home}/.sshd/" && \
+        printf 'Port %s\nHostKey %s\nPidFile %s\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\n' \
+            "${SSHD_PORT}" "${home}/.sshd/ssh_host_ed25519_key" "${home}/.sshd/sshd.pid" > "${home}/.sshd_config" && \
+        chown -R "${SSHD_UID}:${SSHD_UID}" "${home}" && \
+        chmod 700 "${home}/.sshd" && chmod 600 "${home}/.sshd/ssh_host_ed25519_key" && \
+        /usr/sbin/sshd -t -f "${home}/.sshd_config"; \
+    fi
 EXPOSE ${SSHD_PORT}
 
 # model_package: the package from the build context, extracted to /workspace/tensorflow-gaudi-bert-training

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from packager import __version__
-from packager.commands import build, common, docs_cmd, dockerfile_cmd, list_cmd, show, validate
+from packager.commands import build, common, docs_cmd, dockerfile_cmd, k8s_cmd, list_cmd, show, validate
 from packager.commands.common import ModelpkgGroup
 from packager.errors import ModelpkgError
 
@@ -55,6 +55,7 @@ app.command("validate")(validate.validate_command)
 app.command("build")(build.build_command)
 app.command("dockerfile")(dockerfile_cmd.dockerfile_command)
 app.command("docs")(docs_cmd.docs_command)
+app.command("k8s")(k8s_cmd.k8s_command)
 
 
 def _add_image_commands() -> None:
