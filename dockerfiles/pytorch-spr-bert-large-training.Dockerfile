@@ -14,7 +14,7 @@ LABEL org.opencontainers.image.title="pytorch-spr-bert-large-training" \
 ARG DEBIAN_FRONTEND=noninteractive
 
 # pip_packages: extra Python requirements from PIP_PACKAGES (space separated)
-ARG PIP_PACKAGES="numpy safetensors crc32c"
+ARG PIP_PACKAGES="numpy safetensors crc32c scipy==1.15.3"
 RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
     if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi

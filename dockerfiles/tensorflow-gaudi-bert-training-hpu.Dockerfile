@@ -22,7 +22,7 @@ LABEL org.opencontainers.image.title="tensorflow-gaudi-bert-training" \
 ARG DEBIAN_FRONTEND=noninteractive
 
 # pip_packages: extra Python requirements from PIP_PACKAGES (space separated)
-ARG PIP_PACKAGES=tokenizers==0.23.3
+ARG PIP_PACKAGES="tokenizers==0.23.3 scipy==1.15.3"
 RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
     if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi

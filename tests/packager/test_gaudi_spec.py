@@ -112,7 +112,7 @@ def test_hpu_dockerfile_builds_on_habanas_image_without_installing_tensorflow(pl
     text = dockerfiles(plan)["hpu"]
     for line in ("ARG SYNAPSE_AI_VERSION=1.14.0", "ARG OS=ubuntu22.04", "ARG TF_VERSION=2.15.0",
                  "ARG SYNAPSE_BUILT_REVISION=493", f"ARG BASE_IMAGE={HABANA_BASE}", "ARG SSHD_PORT=3022",
-                 "ARG PIP_PACKAGES=tokenizers==0.23.3", f"WORKDIR /workspace/{NAME}"):
+                 "ARG PIP_PACKAGES=\"tokenizers==0.23.3 scipy==1.15.3\"", f"WORKDIR /workspace/{NAME}"):
         assert line + "\n" in text, line
     # the version args are declared before the one FROM, which uses them through BASE_IMAGE
     assert text.count("FROM ") == 1 and text.index("ARG SYNAPSE_AI_VERSION") < text.index("FROM ${BASE_IMAGE}")
@@ -126,7 +126,7 @@ def test_cpu_dockerfile_is_the_tensorflow_stack_with_sshd(plan):
     text = dockerfiles(plan)["cpu"]
     assert "ARG BASE_IMAGE=debian:bookworm-slim\n" in text
     assert "ARG TF_PACKAGE=tensorflow-cpu==2.21.0\n" in text
-    assert "ARG PIP_PACKAGES=tokenizers==0.23.3\n" in text
+    assert "ARG PIP_PACKAGES=\"tokenizers==0.23.3 scipy==1.15.3\"\n" in text
     assert "openmpi-bin" in text and "numactl" in text and "ARG SSHD_PORT=3022\n" in text
     assert "vault.habana.ai" not in text
 

@@ -69,14 +69,17 @@ def write_tfrecord(path: Path, records: list[bytes]) -> None:
             f.write(data + struct.pack("<I", masked_crc32c(data)))
 
 
-def make_examples(n: int, seq_len: int, max_pred: int, seed: int = 0) -> list[dict[str, list]]:
-    """Zipf-distributed tokens, so a few optimizer steps visibly lower the MLM loss."""
+def make_examples(n: int, seq_len: int, max_pred: int, seed: int = 0,
+                  lengths: tuple[int, int] | None = None) -> list[dict[str, list]]:
+    """Zipf-distributed tokens, so a few optimizer steps visibly lower the MLM loss. Sequence
+    lengths are drawn from ``lengths`` (low, high), default half to all of ``seq_len``."""
     rng = np.random.default_rng(seed)
+    low, high = lengths or (seq_len // 2, seq_len)
     probs = 1.0 / np.arange(1, VOCAB - 4 + 1)
     probs /= probs.sum()
     out = []
     for _ in range(n):
-        length = int(rng.integers(seq_len // 2, seq_len + 1))
+        length = int(rng.integers(low, high + 1))
         ids = [1] + list(rng.choice(np.arange(4, VOCAB), size=length - 2, p=probs)) + [2]
         mask = [1] * length + [0] * (seq_len - length)
         seg_split = int(rng.integers(1, length))
@@ -100,14 +103,15 @@ def make_examples(n: int, seq_len: int, max_pred: int, seed: int = 0) -> list[di
     return out
 
 
-def make_dataset(root: Path, n128: int = 64, n512: int = 32, files: int = 2, seq512: int = 128) -> Path:
+def make_dataset(root: Path, n128: int = 64, n512: int = 32, files: int = 2, seq512: int = 128,
+                 lengths128: tuple[int, int] | None = None) -> Path:
     """DATASET_DIR with seq_128/part-*_128 and seq_512/part-* (the "512" files use ``seq512``
     tokens so tests stay small) plus a bert_config.json beside it. Returns DATASET_DIR."""
     dataset = root / "dataset"
     (dataset / "seq_128").mkdir(parents=True, exist_ok=True)
     (dataset / "seq_512").mkdir(parents=True, exist_ok=True)
     for i in range(files):
-        ex = make_examples(n128 // files, 128, 20, seed=i)
+        ex = make_examples(n128 // files, 128, 20, seed=i, lengths=lengths128)
         write_tfrecord(dataset / "seq_128" / f"part-{i:05d}-of-{files:05d}_128",
                        [encode_example(e) for e in ex])
         ex = make_examples(n512 // files, seq512, 20, seed=100 + i)

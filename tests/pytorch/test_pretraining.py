@@ -303,3 +303,33 @@ def test_bad_inputs_are_one_line_errors(tiny_dataset, tmp_path: Path):
         assert message in proc.stdout and "Traceback" not in proc.stdout, proc.stdout
         assert proc.stdout.strip().splitlines()[-1].startswith("error: "), proc.stdout
     assert not (tmp_path / "out").exists()  # the checks ran before anything was written
+
+
+def test_phase1_quickstart_trains_on_packed_data(package_dir: Path, tmp_path: Path):
+    """Short sequences packed by the package's own packer (no TensorFlow): the phase 1
+    quickstart takes the packed DATASET_DIR as it is, detects the metadata, divides the
+    accumulation by the sequences per row and learns."""
+    from tests.pytorch import pretraining_data
+
+    dataset = pretraining_data.make_dataset(tmp_path / "short", n128=96, files=2,
+                                            lengths128=(12, 40))
+    config = tmp_path / "short" / "bert_config.json"
+    packed = tmp_path / "packed"
+    run([sys.executable, package_dir / "models" / "bert_large" / "pack_pretraining_data_tfrec.py",
+         "--input-glob", dataset / "seq_128", "--output-dir", packed / "seq_128",
+         "--max-sequence-length", "128", "--max-predictions-per-sequence", "20"],
+        env=child_env(PYTHONPATH=str(package_dir)))
+    meta = (packed / "seq_128_metadata.json").read_text()
+    assert '"avg_seq_per_sample"' in meta
+    out = tmp_path / "out"
+    proc = run([package_dir / "quickstart" / "run_bert_pretrain_phase1.sh", "--log_freq=2",
+                "--gradient_accumulation_steps=4"],
+               env=_quickstart_env(PRECISION="fp32", OUTPUT_DIR=str(out), DATASET_DIR=str(packed),
+                                   CONFIG_FILE=str(config), BATCH_SIZE="16", MAX_STEPS="8",
+                                   LEARNING_RATE="1e-2"), cwd=tmp_path)
+    assert "packed data (" in proc.stdout and "seq_128_metadata.json" in proc.stdout
+    assert re.search(r"--gradient_accumulation_steps 4 -> [12] ", proc.stdout), proc.stdout
+    s = summary(out)
+    assert s["packed_data"].endswith("seq_128_metadata.json") and s["avg_sequences_per_row"] > 2
+    losses = _window_losses(proc.stdout)
+    assert len(losses) == 4 and losses[-1] < losses[0], proc.stdout

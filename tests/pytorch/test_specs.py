@@ -44,5 +44,5 @@ def test_training_image_builds_on_the_base_image():
     assert spec.image.base_package == "pytorch-ipex-spr"
     dockerfile = render_dockerfile(package)
     # the training code's runtime needs beyond torch
-    assert 'ARG PIP_PACKAGES="numpy safetensors crc32c"' in dockerfile
+    assert 'ARG PIP_PACKAGES="numpy safetensors crc32c scipy==1.15.3"' in dockerfile
     assert dockerfile.rstrip().endswith('CMD ["/bin/bash"]')

@@ -206,3 +206,93 @@ def test_two_ranks_average_gradients_and_agree(phase1, tmp_path):
     assert summary[0]["data"]["weights_identical_across_ranks"] is True
     assert summary[0]["data"]["global_step"] == 4
     assert not list((tmp_path / "out").glob("rank_*"))  # only rank 0 writes
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed data (docs/packing.md): detected from the metadata beside the input folder
+
+PACKER = RUN_PRETRAINING.parents[1] / "pack_pretraining_data_tfrec.py"
+
+
+@pytest.fixture(scope="module")
+def packed(phase1, tmp_path_factory):
+    """Records of short documents at seq 64 (``unpacked``) and the packer's rows of them
+    (``packed``; the packer's own tests check the packing itself)."""
+    root, _, _, _ = phase1
+    short = tmp_path_factory.mktemp("short")
+    shutil.copy(root / "vocab.txt", short / "vocab.txt")
+    write_corpus(short / "corpus" / "a.txt", num_documents=150, seed=3, min_sentences=1,
+                 max_sentences=3, min_words=3, max_words=8)
+    unpacked = make_records(short, 64, 8, "seq64")
+    out = short / "packed" / "seq64"
+    run_script(PACKER, "--input-glob", str(unpacked), "--output-dir", str(out),
+               "--max-sequence-length", "64", "--max-predictions-per-sequence", "8")
+    meta = json.loads((out.parent / "seq64_metadata.json").read_text())
+    assert meta["avg_seq_per_sample"] > 1.5  # short documents: several per row
+    return unpacked, out, meta
+
+
+def _eval_results(out) -> dict[str, float]:
+    lines = (out / "eval_results.txt").read_text().splitlines()
+    return {k.strip(): float(v) for k, v in (line.split("=") for line in lines)}
+
+
+def test_packed_eval_equals_unpacked_eval(phase1, packed, tmp_path):
+    """The same model on the same sequences, packed and unpacked, through the real input
+    pipeline: the same masked-LM loss and accuracy, next-sentence loss and sequence count."""
+    root, _, out1, _ = phase1
+    unpacked, packed_dir, meta = packed
+    results = {}
+    for name, folder in (("unpacked", unpacked), ("packed", packed_dir)):
+        out = tmp_path / name
+        proc = run_script(RUN_PRETRAINING, f"--eval_files_dir={folder}", f"--output_dir={out}",
+                          f"--bert_config_file={root}/bert_config.json", "--do_eval=True",
+                          f"--init_checkpoint={out1}/model.ckpt-{STEPS}", "--eval_batch_size=8",
+                          "--max_seq_length=64", "--max_predictions_per_seq=8",
+                          "--max_eval_steps=0")
+        results[name] = _eval_results(out)
+    assert "packed data (" in proc.stdout  # the last run, on the packed folder
+    u, p = results["unpacked"], results["packed"]
+    assert p["eval_sequences"] == u["eval_sequences"] == meta["original_number_of_samples"]
+    assert p["eval_batches"] < u["eval_batches"]  # fewer rows to run
+    for key in ("masked_lm_loss", "masked_lm_accuracy", "next_sentence_loss",
+                "next_sentence_accuracy"):
+        assert p[key] == pytest.approx(u[key], rel=1e-5, abs=1e-6), key
+
+
+def test_packed_training_divides_accumulation_and_learns(phase1, packed, tmp_path):
+    root, _, _, _ = phase1
+    _, packed_dir, meta = packed
+    out = tmp_path / "out"
+    proc = run_script(RUN_PRETRAINING, *phase_args(root, packed_dir, out, seq=64, pred=8,
+                                                   steps=10))
+    acc = max(1, round(ACC / meta["avg_seq_per_sample"]))
+    assert f"--num_accumulation_steps {ACC} -> {acc}" in proc.stdout
+    assert "packed data (" in proc.stdout and "seq64_metadata.json" in proc.stdout
+    records = read_dllog(out / "bert_dllog.json")
+    steps = [r["data"] for r in records if isinstance(r["step"], int)]
+    assert len(steps) == 10 and steps[-1]["loss"] < steps[0]["loss"]
+    assert (out / "model.ckpt-10.index").is_file()
+
+    # forced off: the packed records are named, one line, exit 1
+    proc = run_script(RUN_PRETRAINING, *phase_args(root, packed_dir, tmp_path / "off",
+                                                   "--packed_data=False", seq=64, pred=8),
+                      check=False)
+    assert proc.returncode == 1 and "the records are packed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_packing_metadata_is_one_line_naming_the_file(phase1, packed, tmp_path):
+    root, _, _, _ = phase1
+    _, packed_dir, meta = packed
+    copy = tmp_path / "seq64"
+    shutil.copytree(packed_dir, copy)
+    bad = dict(meta)
+    del bad["avg_seq_per_sample"]
+    (tmp_path / "seq64_metadata.json").write_text(json.dumps(bad))
+    proc = run_script(RUN_PRETRAINING, *phase_args(root, copy, tmp_path / "out", seq=64,
+                                                   pred=8), check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "seq64_metadata.json" in last and "'avg_seq_per_sample'" in last
+    assert "Traceback" not in proc.stderr

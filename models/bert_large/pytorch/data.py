@@ -4,6 +4,8 @@ Each record is a ``tf.train.Example`` written by ``create_pretraining_data.py`` 
 ``input_ids``, ``input_mask``, ``segment_ids`` [seq_len], ``masked_lm_positions``,
 ``masked_lm_ids``, ``masked_lm_weights`` [max_predictions] and ``next_sentence_labels`` [1].
 Files are split across ranks when there are at least as many files as ranks, else records are.
+Packed rows (docs/packing.md) also carry ``positions`` [seq_len] and
+``next_sentence_positions/labels/weights`` [sequences per pack]; they pass through as such.
 
 Only regular files are shards (``find_files`` names a directory, FIFO, ... that matches the
 pattern, without opening it), and every record's token ids are checked against the model's
@@ -33,6 +35,9 @@ __all__ = ["PHASE_GLOBS", "DatasetError", "RecordValueError", "find_files", "rec
 PHASE_GLOBS = {1: "seq_128/part-*_128", 2: "seq_512/part-*"}
 
 INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids")
+# The extra features of a packed row (docs/packing.md)
+PACKED_FEATURES = ("positions", "next_sentence_positions", "next_sentence_labels",
+                   "next_sentence_weights")
 
 
 class DatasetError(ValueError):
@@ -108,7 +113,19 @@ def _example_arrays(ex: dict, seq_len: int, max_pred: int, path: str, index: int
     if weights is None:
         weights = (out["masked_lm_ids"] != 0).astype(np.float32)
     out["masked_lm_weights"] = weights
-    out["next_sentence_labels"] = ex.get("next_sentence_labels", np.zeros(1, np.int64))[:1]
+    if "positions" in ex:  # a packed row (docs/packing.md): its sequences' own features
+        for name in PACKED_FEATURES:
+            if name not in ex:
+                raise ValueError(f"{path}: packed record index {index} has no feature {name!r}; "
+                                 "pack the data again with pack_pretraining_data_tfrec.py")
+            out[name] = ex[name]
+        out["next_sentence_weights"] = out["next_sentence_weights"].astype(np.float32)
+        _check_range(path, index, "positions", out["positions"], seq_len,
+                     f"the sequence length {seq_len}")
+        _check_range(path, index, "next_sentence_positions", out["next_sentence_positions"],
+                     seq_len, f"the sequence length {seq_len}")
+    else:
+        out["next_sentence_labels"] = ex.get("next_sentence_labels", np.zeros(1, np.int64))[:1]
     # pad/trim predictions to a fixed width so batches stack
     for name in ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
         v = out[name][:max_pred]
@@ -203,7 +220,7 @@ class PretrainingBatches:
     @staticmethod
     def _collate(batch: list[dict]) -> dict[str, torch.Tensor]:
         stacked = {k: np.stack([ex[k] for ex in batch]) for k in batch[0]}
-        return {
+        out = {
             "input_ids": torch.from_numpy(stacked["input_ids"]),
             "token_type_ids": torch.from_numpy(stacked["segment_ids"]),
             "attention_mask": torch.from_numpy(stacked["input_mask"]),
@@ -212,3 +229,8 @@ class PretrainingBatches:
             "masked_lm_weights": torch.from_numpy(stacked["masked_lm_weights"].astype(np.float32)),
             "next_sentence_labels": torch.from_numpy(stacked["next_sentence_labels"].reshape(-1)),
         }
+        if "positions" in stacked:  # packed rows: [B, K] next-sentence slots
+            out["next_sentence_labels"] = torch.from_numpy(stacked["next_sentence_labels"])
+            for name in ("positions", "next_sentence_positions", "next_sentence_weights"):
+                out[name] = torch.from_numpy(stacked[name])
+        return out

@@ -41,12 +41,14 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids):
-        seq_len = input_ids.shape[1]
-        pos = torch.arange(seq_len, device=input_ids.device)
+    def forward(self, input_ids, token_type_ids, positions=None):
+        """``positions`` [B, S]: each token's position in its own sequence (packed rows restart
+        at 0 for every sequence); None: 0..S-1."""
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
         x = (
             self.word_embeddings(input_ids)
-            + self.position_embeddings(pos)[None]
+            + self.position_embeddings(positions)
             + self.token_type_embeddings(token_type_ids)
         )
         return self.dropout(self.LayerNorm(x))
@@ -134,8 +136,15 @@ class BertPooler(nn.Module):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.hidden_size)
 
-    def forward(self, sequence_output):
-        return torch.tanh(self.dense(sequence_output[:, 0]))
+    def forward(self, sequence_output, cls_positions=None):
+        """The first token's output [B, H], or each packed sequence's [CLS] at
+        ``cls_positions`` [B, K] -> [B, K, H]."""
+        if cls_positions is None:
+            first = sequence_output[:, 0]
+        else:
+            index = cls_positions[..., None].expand(-1, -1, sequence_output.shape[-1])
+            first = sequence_output.gather(1, index)
+        return torch.tanh(self.dense(first))
 
 
 class BertModel(nn.Module):
@@ -145,12 +154,25 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(c)
         self.pooler = BertPooler(c)
 
-    def forward(self, input_ids, token_type_ids, attention_mask):
-        """Returns sequence_output [B, S, H] and pooled_output [B, H]."""
-        # [B, S] -> [B, 1, 1, S]: True where a key may be attended to
-        attn_mask = attention_mask.bool()[:, None, None, :]
-        x = self.encoder(self.embeddings(input_ids, token_type_ids), attn_mask)
-        return x, self.pooler(x)
+    def forward(self, input_ids, token_type_ids, attention_mask, positions=None,
+                cls_positions=None):
+        """Returns sequence_output [B, S, H] and pooled_output [B, H] ([B, K, H] for packed
+        rows: ``positions`` and ``cls_positions`` given, docs/packing.md)."""
+        if positions is None:
+            # [B, S] -> [B, 1, 1, S]: True where a key may be attended to
+            attn_mask = attention_mask.bool()[:, None, None, :]
+        else:
+            attn_mask = packed_attention_mask(attention_mask)
+        x = self.encoder(self.embeddings(input_ids, token_type_ids, positions), attn_mask)
+        return x, self.pooler(x, cls_positions)
+
+
+def packed_attention_mask(attention_mask):
+    """Packed rows: ``attention_mask`` [B, S] holds each token's 1-based sequence index (0:
+    padding). [B, 1, S, S], True where query i may attend key j: same sequence only (block
+    diagonal, no cross-contamination); padding attends to padding, so no row is all False
+    (scaled_dot_product_attention would return NaN for it)."""
+    return (attention_mask[:, :, None] == attention_mask[:, None, :])[:, None]
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -190,6 +212,11 @@ class BertForPreTraining(nn.Module):
     Inputs (int64 unless noted): ``input_ids``, ``token_type_ids``, ``attention_mask`` [B, S];
     ``masked_lm_positions``, ``masked_lm_ids`` [B, P], ``masked_lm_weights`` float [B, P]
     (0 marks padding); ``next_sentence_labels`` [B].
+
+    Packed rows (docs/packing.md) add ``positions`` [B, S], ``next_sentence_positions`` and
+    ``next_sentence_weights`` [B, K], with ``next_sentence_labels`` [B, K]: attention stays
+    within each sequence, and the NSP loss is the mean over the used [CLS] slots. The losses
+    equal those of the same sequences unpacked (MLM: mean over all masked tokens).
     """
 
     def __init__(self, config: BertConfig):
@@ -220,8 +247,12 @@ class BertForPreTraining(nn.Module):
         masked_lm_ids,
         masked_lm_weights,
         next_sentence_labels=None,
+        positions=None,
+        next_sentence_positions=None,
+        next_sentence_weights=None,
     ) -> dict[str, torch.Tensor]:
-        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask)
+        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask, positions,
+                                next_sentence_positions)
         b, s, h = seq.shape
         # Gather only the real masked positions: [B, P] -> [N] indices into [B*S, H]
         valid = masked_lm_weights > 0
@@ -239,7 +270,13 @@ class BertForPreTraining(nn.Module):
             "mlm_count": labels.new_tensor(labels.numel()),
         }
         if next_sentence_labels is not None:
-            out["nsp_loss"] = F.cross_entropy(nsp_logits.float(), next_sentence_labels.view(-1))
+            labels = next_sentence_labels.reshape(-1)
+            each = F.cross_entropy(nsp_logits.float().reshape(-1, 2), labels, reduction="none")
+            if next_sentence_weights is None:
+                out["nsp_loss"] = each.mean()
+            else:
+                w = next_sentence_weights.reshape(-1).float()
+                out["nsp_loss"] = (each * w).sum() / w.sum().clamp(min=1.0)
             out["loss"] = mlm_loss + out["nsp_loss"]
         else:
             out["loss"] = mlm_loss

@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # run as a file: make the package root importable
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from models.bert_large import packing  # noqa: E402
 from models.bert_large.pytorch import checkpoint, collectives  # noqa: E402
 from models.bert_large.pytorch.data import PHASE_GLOBS, PretrainingBatches, find_files, record_shape  # noqa: E402
 from models.bert_large.pytorch.modeling import BertConfig, BertForPreTraining, num_parameters  # noqa: E402
@@ -111,6 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"naming the rank(s) that did not answer (default: "
                         f"${runtime_env.COLLECTIVE_TIMEOUT}, else no limit; 0: no limit)")
     p.add_argument("--no_ipex", action="store_true", help="do not use intel_extension_for_pytorch")
+    p.add_argument("--packed_data", choices=("auto", "true", "false"), default="auto",
+                   help="packed rows from pack_pretraining_data_tfrec.py (docs/packing.md); auto: "
+                        "packed when the packing metadata (<folder>_metadata.json) is beside the "
+                        "data folder; false forces unpacked; true requires the metadata")
     args = p.parse_args(argv)
     validate_args(args)
     return args
@@ -325,7 +330,26 @@ def open_data(args: argparse.Namespace, run: Setup, config: BertConfig, step: in
     default to the records'; a resumed run reshuffles with ``seed + step``."""
     files = find_files(args.input_dir, PHASE_GLOBS[args.phase])
     seq_len, max_pred = record_shape(files[0])
+    mode = {"auto": None, "true": True, "false": False}[args.packed_data]
+    try:
+        args.packing = packing.packed_input(files[0], mode, "--packed_data")
+    except packing.PackingMetadataError as exc:
+        raise RunError(str(exc)) from None
     args.max_seq_length = args.max_seq_length or seq_len
+    if args.packing is not None:
+        # A packed row holds several sequences: all its masked-LM slots are read, and the
+        # accumulation is divided by the sequences per row (Habana's rule).
+        if args.max_predictions_per_seq and args.max_predictions_per_seq > max_pred:
+            raise UsageError(f"--max_predictions_per_seq={args.max_predictions_per_seq} exceeds "
+                             f"the {max_pred} masked LM slots of the packed rows in {files[0]}")
+        args.max_predictions_per_seq = max_pred
+        micro = args.train_batch_size // args.gradient_accumulation_steps
+        acc = packing.packed_accumulation_steps(args.gradient_accumulation_steps, args.packing)
+        run.log(f"packed data ({args.packing.path}): {args.packing.avg_seq_per_sample:.3f} "
+                f"sequences per row, packing efficiency {100 * args.packing.packing_efficiency:.2f}%; "
+                f"--gradient_accumulation_steps {args.gradient_accumulation_steps} -> {acc} "
+                f"(divided by the sequences per row), {micro} rows per micro-batch")
+        args.gradient_accumulation_steps, args.train_batch_size = acc, micro * acc
     args.max_predictions_per_seq = args.max_predictions_per_seq or max_pred
     if args.max_seq_length > config.max_position_embeddings:
         raise UsageError(f"sequence length {args.max_seq_length} exceeds the model's "
@@ -523,6 +547,8 @@ def main(argv=None) -> int:
                 "throughput_sequences_per_second": round(throughput, 3),
                 "elapsed_seconds": round(elapsed, 3), "optimizer": opt_kind,
                 "ipex": run.ipex is not None, "model_save": str(path),
+                "packed_data": args.packing.path if args.packing else None,
+                "avg_sequences_per_row": args.packing.avg_seq_per_sample if args.packing else 1.0,
                 "weights_identical_on_all_ranks": len(set(digests)) == 1,
                 "rank_weight_digests": digests,
             })

@@ -111,7 +111,9 @@ class BertEmbeddings(keras.layers.Layer):
         compat.build(self.layer_norm, (None, None, c.hidden_size))
         self.built = True
 
-    def call(self, input_ids, segment_ids, training=None):
+    def call(self, input_ids, segment_ids, positions=None, training=None):
+        """``positions`` [B,S]: each token's position in its own sequence (packed rows, where
+        it restarts at 0 for every sequence); None: 0..S-1 for every row."""
         static_len = input_ids.shape[1]
         if static_len is not None and static_len > self.config.max_position_embeddings:
             raise ValueError(
@@ -123,8 +125,10 @@ class BertEmbeddings(keras.layers.Layer):
         # Gather from the float32 tables; the sum goes straight into a float32 LayerNorm.
         words = tf.gather(self.word_embeddings, input_ids)
         types = tf.gather(self.token_type_embeddings, segment_ids)
-        positions = tf.convert_to_tensor(self.position_embeddings)[:seq_len]
-        x = words + types + positions[tf.newaxis]
+        if positions is None:
+            x = words + types + tf.convert_to_tensor(self.position_embeddings)[:seq_len][tf.newaxis]
+        else:
+            x = words + types + tf.gather(self.position_embeddings, positions)
         x = self.layer_norm(x)
         return self.dropout(x, training=training)
 
@@ -214,6 +218,21 @@ def attention_bias_from_mask(input_mask) -> tf.Tensor:
     return (1.0 - mask) * -10000.0
 
 
+def packed_attention_bias(input_mask) -> tf.Tensor:
+    """Packed rows (docs/packing.md): ``input_mask`` [B,S] holds each token's 1-based sequence
+    index (0: padding). Additive float32 bias [B,1,S,S]: a token attends only to the tokens of
+    its own sequence (block diagonal: no cross-contamination between packed sequences);
+    padding attends to padding, so no row is all masked."""
+    mask = tf.cast(input_mask, tf.int32)
+    same = tf.equal(mask[:, :, tf.newaxis], mask[:, tf.newaxis, :])
+    return (1.0 - tf.cast(same, tf.float32))[:, tf.newaxis] * -10000.0
+
+
+def is_packed(inputs: Mapping[str, Any]) -> bool:
+    """Packed pretraining rows carry ``positions`` (docs/packing.md)."""
+    return "positions" in inputs
+
+
 def _get(inputs: Mapping[str, Any], key: str):
     try:
         return tf.cast(inputs[key], tf.int32)
@@ -274,13 +293,18 @@ class BertModel(_BertBase):
         input_ids = _get(inputs, "input_ids")
         input_mask = _get(inputs, "input_mask")
         segment_ids = _get(inputs, "segment_ids")
-        hidden = self.embeddings(input_ids, segment_ids, training=training)
-        bias = attention_bias_from_mask(input_mask)
+        packed = is_packed(inputs)
+        positions = _get(inputs, "positions") if packed else None
+        hidden = self.embeddings(input_ids, segment_ids, positions, training=training)
+        bias = packed_attention_bias(input_mask) if packed else attention_bias_from_mask(input_mask)
         for layer in self.encoder_layers:
             hidden = layer(hidden, bias, training=training)
         outputs = {"sequence_output": hidden}
         if self.pooler is not None:
-            outputs["pooled_output"] = tf.cast(self.pooler(hidden[:, 0]), tf.float32)
+            # Packed rows: every sequence's [CLS] ([B,K,H]); else the row's first token [B,H].
+            first = (tf.gather(hidden, _get(inputs, "next_sentence_positions"), batch_dims=1)
+                     if packed else hidden[:, 0])
+            outputs["pooled_output"] = tf.cast(self.pooler(first), tf.float32)
         return outputs
 
 
@@ -322,9 +346,10 @@ class BertPretrainingHeads(keras.layers.Layer):
         logits = tf.matmul(flat, table, transpose_b=True)  # [B*P, V]
         logits = tf.reshape(logits, [batch, positions, self.config.vocab_size])
         mlm_logits = tf.cast(logits, tf.float32) + tf.cast(self.output_bias, tf.float32)
-        nsp_logits = tf.matmul(
-            tf.cast(pooled_output, self.compute_dtype),
-            tf.cast(self.seq_relationship_weights, self.compute_dtype), transpose_b=True,
+        # pooled_output: [B,H], or [B,K,H] for packed rows (one [CLS] per sequence)
+        nsp_logits = tf.einsum(
+            "...h,ch->...c", tf.cast(pooled_output, self.compute_dtype),
+            tf.cast(self.seq_relationship_weights, self.compute_dtype),
         )
         nsp_logits = tf.cast(nsp_logits, tf.float32) + tf.cast(
             self.seq_relationship_bias, tf.float32
@@ -334,7 +359,10 @@ class BertPretrainingHeads(keras.layers.Layer):
 
 class BertForPreTraining(_BertBase):
     """Returns ``masked_lm_logits`` [B,P,V], ``next_sentence_logits`` [B,2] (float32),
-    plus ``sequence_output`` and ``pooled_output``. Needs ``masked_lm_positions`` [B,P]."""
+    plus ``sequence_output`` and ``pooled_output``. Needs ``masked_lm_positions`` [B,P].
+    Packed rows (``positions`` and ``next_sentence_positions`` [B,K] among the inputs,
+    docs/packing.md): attention within each sequence, its own positions, and
+    ``next_sentence_logits`` [B,K,2] from each sequence's [CLS]."""
 
     needs_masked_lm_positions = True
 

@@ -16,6 +16,8 @@ re-reads at most one group to get back to it.
 Corrupt or truncated files raise :class:`CorruptRecordError` naming the file (TensorFlow's own
 ``DataLossError`` does not say which file); records of another ``max_seq_length`` /
 ``max_predictions_per_seq`` raise :class:`RecordShapeError` naming the file and the flag.
+Packed rows (docs/packing.md) are read with their extra features (``positions``,
+``next_sentence_positions/labels/weights``) when the run knows the data is packed.
 
 Before TensorFlow opens a file, :func:`check_framing` walks its record headers with the
 standard library (8-byte length + masked CRC32C of the length; payloads are seeked over, not
@@ -38,6 +40,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from models.bert_large.tfrecord import masked_crc32c as _masked_crc32c
 
 INT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
                 "masked_lm_ids", "next_sentence_labels")
@@ -65,27 +69,6 @@ class RecordShapeError(PretrainingDataError):
 # payload (length bytes), uint32 masked CRC32C of the payload.
 _HEADER = 12
 _FOOTER = 4
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def _masked_crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC32C_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 _NOT_TFRECORD = ("the files are empty or not TFRecord files; create them with "
@@ -147,9 +130,13 @@ def check_framing(paths: Sequence[str]) -> None:
             _framing_checked.add(key)
 
 
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int,
+                 sequences_per_pack: int = 0) -> dict:
+    """The record features. ``sequences_per_pack`` > 0: packed rows (docs/packing.md) with
+    ``positions`` and that many next-sentence slots; ``max_predictions_per_seq`` is then the
+    row's masked-LM slot count."""
     s, p = max_seq_length, max_predictions_per_seq
-    return {
+    spec = {
         "input_ids": tf.io.FixedLenFeature([s], tf.int64),
         "input_mask": tf.io.FixedLenFeature([s], tf.int64),
         "segment_ids": tf.io.FixedLenFeature([s], tf.int64),
@@ -158,6 +145,27 @@ def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
         "masked_lm_weights": tf.io.FixedLenFeature([p], tf.float32),
         "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
     }
+    if sequences_per_pack:
+        k = sequences_per_pack
+        spec.update(positions=tf.io.FixedLenFeature([s], tf.int64),
+                    next_sentence_positions=tf.io.FixedLenFeature([k], tf.int64),
+                    next_sentence_labels=tf.io.FixedLenFeature([k], tf.int64),
+                    next_sentence_weights=tf.io.FixedLenFeature([k], tf.float32))
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordLayout:
+    """What one record holds: ``seq`` tokens, ``pred`` masked-LM slots and, for packed rows,
+    ``sequences_per_pack`` next-sentence slots (0: one unpacked sequence)."""
+
+    seq: int
+    pred: int
+    sequences_per_pack: int = 0
+
+    @property
+    def packed(self) -> bool:
+        return self.sequences_per_pack > 0
 
 
 def list_input_files(spec: str, flag: str = "input_files_dir") -> list[str]:
@@ -257,9 +265,12 @@ def _find_unparsable(paths: Sequence[str], spec: dict) -> str | None:
 
 
 def check_record_shapes(paths: Sequence[str], max_seq_length: int,
-                        max_predictions_per_seq: int) -> None:
+                        max_predictions_per_seq: int, packing=None) -> RecordLayout:
     """Compare the first record found with the flags, for a clear message instead of a parse
-    error deep in training."""
+    error deep in training; returns the records' layout. ``packing``: the packing metadata
+    of the input directory (models/bert_large/packing.py), None for unpacked data; packed
+    rows hold several sequences, so their masked-LM slots are at least
+    ``max_predictions_per_seq``."""
     for path in paths:
         check_framing([path])
         try:
@@ -277,16 +288,38 @@ def check_record_shapes(paths: Sequence[str], max_seq_length: int,
                                    "create_pretraining_data.py")
         seq = len(feats["input_ids"].int64_list.value)
         pred = len(feats["masked_lm_positions"].int64_list.value)
+        has_positions = "positions" in feats
+        if has_positions and packing is None:
+            raise RecordShapeError(f"{path}: the records are packed (they have 'positions') but "
+                                   "packed mode is off: keep the packing metadata file "
+                                   "(<dir>_metadata.json) beside the data folder and drop "
+                                   "--packed_data=false")
+        if packing is not None and not has_positions:
+            raise RecordShapeError(f"{path}: {packing.path} says the folder holds packed data, "
+                                   "but its records have no 'positions' (unpacked records); "
+                                   "remove the metadata file or point at the packed folder")
         if seq != max_seq_length:
             raise RecordShapeError(f"{path}: sequences have length {seq} but "
                                    f"--max_seq_length={max_seq_length}; pass "
                                    f"--max_seq_length={seq} or point at data created with "
                                    f"max_seq_length={max_seq_length}")
+        if packing is not None:
+            if pred < max_predictions_per_seq:
+                raise RecordShapeError(
+                    f"{path}: packed rows have {pred} masked LM slots, fewer than "
+                    f"--max_predictions_per_seq={max_predictions_per_seq}; pass the value the "
+                    "data was packed with (--max-predictions-per-sequence)")
+            per_pack = len(feats["next_sentence_positions"].int64_list.value) \
+                if "next_sentence_positions" in feats else 0
+            if not per_pack:
+                raise RecordShapeError(f"{path}: packed records lack next_sentence_positions; "
+                                       "pack the data again with pack_pretraining_data_tfrec.py")
+            return RecordLayout(seq, pred, per_pack)
         if pred != max_predictions_per_seq:
             raise RecordShapeError(f"{path}: records have {pred} masked LM slots but "
                                    f"--max_predictions_per_seq={max_predictions_per_seq}; "
                                    f"pass --max_predictions_per_seq={pred}")
-        return
+        return RecordLayout(seq, pred)
     raise PretrainingDataError(f"no records in {', '.join(paths[:5])}"
                                f"{' ...' if len(paths) > 5 else ''}: the files are empty or "
                                "not TFRecord files; create them with create_pretraining_data.py")
@@ -299,7 +332,7 @@ class PretrainingData:
                  max_predictions_per_seq: int, *, rank: int = 0, world_size: int = 1,
                  seed: int = 12345, shuffle: bool = True, repeat: bool = True,
                  drop_remainder: bool = True, files_per_group: int = 4,
-                 shuffle_buffer: int = 10000):
+                 shuffle_buffer: int = 10000, sequences_per_pack: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         files = sorted(files)
@@ -313,7 +346,7 @@ class PretrainingData:
             self.record_stride, self.record_offset = world_size, rank
         check_framing(self.files)  # a bad header can crash TensorFlow's reader: check first
         self.batch_size = batch_size
-        self.spec = feature_spec(max_seq_length, max_predictions_per_seq)
+        self.spec = feature_spec(max_seq_length, max_predictions_per_seq, sequences_per_pack)
         self.max_seq_length = max_seq_length
         self.max_predictions_per_seq = max_predictions_per_seq
         self.seed = seed

@@ -89,14 +89,27 @@ def read_dllog(path: str) -> list[dict]:
 
 
 def pretraining_losses(outputs: dict, features: dict) -> dict:
-    """Scalar float32 losses and the counts behind the accuracies of one batch."""
+    """Scalar float32 losses and the counts behind the accuracies of one batch.
+
+    The same for packed rows (docs/packing.md) as for the sequences unpacked: the MLM loss is
+    the mean over every masked token of the batch (a packed weight is the prediction's
+    sequence index, so a slot counts when its weight is > 0), the NSP loss the mean over the
+    sequences (``next_sentence_weights`` marks the used [CLS] slots of a packed row)."""
     mlm_logits = outputs["masked_lm_logits"]  # [B, P, V]
-    nsp_logits = outputs["next_sentence_logits"]  # [B, 2]
+    nsp_logits = outputs["next_sentence_logits"]  # [B, 2], packed [B, K, 2]
     ids = tf.cast(features["masked_lm_ids"], tf.int32)
-    weights = tf.cast(features["masked_lm_weights"], tf.float32)
+    weights = tf.cast(tf.cast(features["masked_lm_weights"], tf.float32) > 0, tf.float32)
     labels = tf.reshape(tf.cast(features["next_sentence_labels"], tf.int32), [-1])
+    nsp_logits = tf.reshape(nsp_logits, [-1, 2])
+    if "next_sentence_weights" in features:
+        nsp_weights = tf.reshape(tf.cast(features["next_sentence_weights"], tf.float32), [-1])
+    else:
+        nsp_weights = tf.ones_like(labels, tf.float32)
     mlm_loss = modeling.masked_lm_loss(mlm_logits, ids, weights)
-    nsp_loss = modeling.sparse_cross_entropy(nsp_logits, labels)
+    nsp_each = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=tf.cast(nsp_logits, tf.float32))
+    nsp_total = tf.reduce_sum(nsp_weights)
+    nsp_loss = tf.reduce_sum(nsp_each * nsp_weights) / tf.maximum(nsp_total, 1.0)
     mlm_hit = tf.cast(tf.equal(tf.argmax(mlm_logits, axis=-1, output_type=tf.int32), ids),
                       tf.float32)
     nsp_hit = tf.cast(tf.equal(tf.argmax(nsp_logits, axis=-1, output_type=tf.int32), labels),
@@ -107,8 +120,8 @@ def pretraining_losses(outputs: dict, features: dict) -> dict:
         "nsp_loss": nsp_loss,
         "mlm_correct": tf.reduce_sum(mlm_hit * weights),
         "mlm_total": tf.reduce_sum(weights),
-        "nsp_correct": tf.reduce_sum(nsp_hit),
-        "nsp_total": tf.cast(tf.size(labels), tf.float32),
+        "nsp_correct": tf.reduce_sum(nsp_hit * nsp_weights),
+        "nsp_total": nsp_total,
     }
 
 

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_predictions_per_seq", type=int, default=20)
     add_bool(g, "verify_input_files", False,
              "read every training file once before training to check its records (CRCs)")
+    add_bool(g, "packed_data", None,
+             "packed rows from pack_pretraining_data_tfrec.py (docs/packing.md); default: on "
+             "when the packing metadata (<folder>_metadata.json) is beside the input folder; "
+             "False forces it off, True requires the metadata")
 
     g = p.add_argument_group("model")
     g.add_argument("--bert_config_file", "--config_file", dest="bert_config_file",
@@ -187,6 +191,7 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
         optimization,
         runtime,
     )
+    from models.bert_large import packing  # noqa: PLC0415
     from models.bert_large.tensorflow import pretraining_data as pdata  # noqa: PLC0415
     from models.bert_large.tensorflow import pretraining_loop as loop  # noqa: PLC0415
 
@@ -202,26 +207,38 @@ def run(flags: argparse.Namespace, config, env: dist_env.DistEnv) -> int:
     train_files: list[str] = []
     if flags.do_train:
         train_files = pdata.list_input_files(flags.input_files_dir, "input_files_dir")
-        pdata.check_record_shapes(train_files, flags.max_seq_length,
-                                  flags.max_predictions_per_seq)
+        meta = packing.packed_input(train_files[0], flags.packed_data, "--packed_data")
+        layout = pdata.check_record_shapes(train_files, flags.max_seq_length,
+                                           flags.max_predictions_per_seq, meta)
+        if meta is not None:
+            acc = packing.packed_accumulation_steps(flags.num_accumulation_steps, meta)
+            log.info("packed data (%s): %.3f sequences per row, packing efficiency %.2f%%; "
+                     "--num_accumulation_steps %d -> %d (divided by the sequences per row, as "
+                     "Habana's run_pretraining does)", meta.path, meta.avg_seq_per_sample,
+                     100 * meta.packing_efficiency, flags.num_accumulation_steps, acc)
+            flags.num_accumulation_steps = acc
         if flags.verify_input_files:
             n = pdata.verify_files(train_files[env.rank::world] or train_files)
             log.info("verified %d records", n)
         train_data = pdata.PretrainingData(
-            train_files, flags.train_batch_size, flags.max_seq_length,
-            flags.max_predictions_per_seq, rank=env.rank, world_size=world, seed=flags.seed)
+            train_files, flags.train_batch_size, layout.seq, layout.pred, rank=env.rank,
+            world_size=world, seed=flags.seed, sequences_per_pack=layout.sequences_per_pack)
         if len(train_files) < world:
             log.warning("%d input files for %d ranks: every rank reads all files and keeps "
                         "every %d-th record; write more shards for faster input",
                         len(train_files), world, world)
     if flags.do_eval:
         eval_files = pdata.list_input_files(flags.eval_files_dir, "eval_files_dir")
-        pdata.check_record_shapes(eval_files, flags.max_seq_length,
-                                  flags.max_predictions_per_seq)
+        meta = packing.packed_input(eval_files[0], flags.packed_data, "--packed_data")
+        layout = pdata.check_record_shapes(eval_files, flags.max_seq_length,
+                                           flags.max_predictions_per_seq, meta)
+        if meta is not None:
+            log.info("packed data (%s) for evaluation: %.3f sequences per row", meta.path,
+                     meta.avg_seq_per_sample)
         eval_data = pdata.PretrainingData(
-            eval_files, flags.eval_batch_size, flags.max_seq_length,
-            flags.max_predictions_per_seq, rank=env.rank, world_size=world, seed=flags.seed,
-            shuffle=False, repeat=False, drop_remainder=False)
+            eval_files, flags.eval_batch_size, layout.seq, layout.pred, rank=env.rank,
+            world_size=world, seed=flags.seed, shuffle=False, repeat=False,
+            drop_remainder=False, sequences_per_pack=layout.sequences_per_pack)
 
     # Ranks differ in dropout; weights are made equal below (broadcast or same checkpoint).
     keras.utils.set_random_seed(flags.seed + env.rank)
@@ -433,13 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlagError as err:
         print(f"run_pretraining: error: {err}", file=sys.stderr)
         return tf_flags.USAGE_EXIT
+    from models.bert_large.packing import PackingMetadataError  # noqa: PLC0415
     from models.bert_large.tensorflow.checkpoint import CheckpointError  # noqa: PLC0415
     from models.bert_large.tensorflow.pretraining_data import (  # noqa: PLC0415
         PretrainingDataError,
     )
     try:
         return run(flags, config, env)
-    except (PretrainingDataError, CheckpointError, FlagError, FileNotFoundError) as err:
+    except (PretrainingDataError, PackingMetadataError, CheckpointError, FlagError,
+            FileNotFoundError) as err:
         log.error("%s", err)
         print(f"run_pretraining: error: {err}", file=sys.stderr)
         _abort_other_ranks(env)
