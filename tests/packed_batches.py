@@ -103,3 +103,14 @@ def per_sequence_nsp(log_probs: np.ndarray, batch: dict, packed: bool) -> np.nda
     if not packed:
         return np.array([-log_probs[i, labels[i, 0]] for i in range(len(LENGTHS))])
     return np.array([-log_probs[r, j, labels[r, j]] for r, j in unpacked_order()])
+
+
+def assert_same_per_sequence(slots_unpacked: np.ndarray, slots_packed: np.ndarray,
+                             nsp_unpacked: np.ndarray, nsp_packed: np.ndarray,
+                             unpacked: dict, packed: dict, tol: float = 1e-5) -> None:
+    """Each sequence's MLM slot losses and NSP loss agree between the two layouts."""
+    for u, p in zip(per_sequence_mlm(slots_unpacked, unpacked, packed=False),
+                    per_sequence_mlm(slots_packed, packed, packed=True)):
+        assert len(u) == len(p) > 0
+        np.testing.assert_allclose(p, u, rtol=tol, atol=tol)
+    np.testing.assert_allclose(nsp_packed, nsp_unpacked, rtol=tol, atol=tol)

@@ -53,13 +53,9 @@ def _nsp_losses(model, batch: dict, packed: bool) -> np.ndarray:
 def test_per_sequence_losses_are_equal():
     model = _model()
     unpacked, packed = _batches(model)
-    mlm_u = pb.per_sequence_mlm(_slot_losses(model, unpacked), unpacked, packed=False)
-    mlm_p = pb.per_sequence_mlm(_slot_losses(model, packed), packed, packed=True)
-    for u, p in zip(mlm_u, mlm_p):
-        assert len(u) == len(p) > 0
-        np.testing.assert_allclose(p, u, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(_nsp_losses(model, packed, True),
-                               _nsp_losses(model, unpacked, False), rtol=1e-5, atol=1e-5)
+    pb.assert_same_per_sequence(_slot_losses(model, unpacked), _slot_losses(model, packed),
+                                _nsp_losses(model, unpacked, False),
+                                _nsp_losses(model, packed, True), unpacked, packed)
 
 
 def test_batch_loss_and_gradients_are_equal():
