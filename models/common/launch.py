@@ -28,6 +28,16 @@
   the cores per socket, or N x ranks per socket beyond them, is an error.
 * ``--tag-output``, ``--merge-stderr-to-stdout``, ``--output-filename DIR`` are passed to mpirun
   as they are (``DIR`` is created when missing); with one process they have no effect.
+* ``--num-instances N`` / ``--numa-cores-per-instance C|socket`` (Intel's names): N independent
+  processes of the command, each pinned to its own C physical cores (``numactl
+  --physcpubind=... --membind=NODE`` per instance, or ``bind.py``'s ``sched_setaffinity``
+  without numactl), inside one NUMA node when C fits in one, never across sockets. Each gets
+  ``LAUNCH_INSTANCE`` (0..N-1), ``LAUNCH_NUM_INSTANCES`` and ``LAUNCH_RESULT_FILE`` (where it
+  may write a JSON result; ``--instance-results-dir``, default a temporary folder) and its own
+  thread settings; their output lines are prefixed ``[instance i]``. The launcher waits for
+  all, prints each result and the aggregate (:func:`aggregate_results`: examples/s summed,
+  latency percentiles over all instances' batches; ``--aggregate-file FILE`` writes it as
+  JSON) and exits with the first failing instance's status (0 when all succeed).
 
 The command and the environment it sets are printed first (as a shell script you can paste),
 with one comment line per rank saying what that rank runs (its ``numactl`` command, or the CPUs
@@ -58,7 +68,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 if __package__ in (None, ""):  # run as a file: make `models.common` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -69,7 +79,7 @@ from models.common.redact import mask_credentials  # noqa: E402
 from models.common.platform_info import Platform, format_cpu_list, parse_cpu_list  # noqa: E402
 
 __all__ = ["LaunchError", "Tools", "Plan", "Slot", "parse_args", "build_plan", "main",
-           "parse_hosts", "assign_slots"]
+           "parse_hosts", "assign_slots", "instance_slots", "aggregate_results"]
 
 PROG = "launch.py"
 BIND_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bind.py")
@@ -79,9 +89,13 @@ AMX_ISA = "AVX512_CORE_AMX"
 # Every precision name the launcher takes (aliases such as bfloat16 become canonical names).
 PRECISIONS = precisions.CANONICAL
 LOCAL_HOST = "localhost"
+# Set for each process started by --num-instances (read by the inference script).
+INSTANCE_VAR, NUM_INSTANCES_VAR, RESULT_FILE_VAR = ("LAUNCH_INSTANCE", "LAUNCH_NUM_INSTANCES",
+                                                    "LAUNCH_RESULT_FILE")
 # Variables forwarded to remote ranks (-x) when they are set, besides the ones we set.
 FORWARD_NAMES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_ADDR",
-                 "MASTER_PORT", "GC_KERNEL_PATH", "MALLOC_CONF", "COLLECTIVE_TIMEOUT")
+                 "MASTER_PORT", "GC_KERNEL_PATH", "MALLOC_CONF", "COLLECTIVE_TIMEOUT",
+                 "MODELPKG_COLLECTIVES")
 # Forwarded (-x) in every MPI run, one host too, when they are set (Habana's BERT documents).
 MPI_FORWARD_NAMES = ("TF_BF16_CONVERSION", "PYTHONPATH", "HOROVOD_HIERARCHICAL_ALLREDUCE",
                      "GC_KERNEL_PATH", "HABANA_LOGS", "HABANA_VISIBLE_DEVICES")
@@ -332,6 +346,17 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     p.add_argument("--output-filename", metavar="DIR",
                    help="mpirun --output-filename DIR: each rank's output also goes to a file "
                         "under DIR (created when missing); MPI runs only")
+    p.add_argument("--num-instances", metavar="N",
+                   help="start N independent pinned processes of COMMAND (one set of cores "
+                        "each) and aggregate their results")
+    p.add_argument("--numa-cores-per-instance", metavar="C|socket",
+                   help="physical cores per instance (socket: one instance per socket); "
+                        "without --num-instances: as many instances as fit")
+    p.add_argument("--instance-results-dir", metavar="DIR",
+                   help="where instance i writes $LAUNCH_RESULT_FILE (DIR/instance_<i>.json; "
+                        "default: a temporary folder)")
+    p.add_argument("--aggregate-file", metavar="FILE",
+                   help="write the instances' aggregate result as JSON to FILE")
     p.add_argument("--socket-id", metavar="S", help="run only on socket S")
     p.add_argument("--num-cores", metavar="N", help="physical cores per process (default: all "
                    "of its socket/share)")
@@ -393,6 +418,19 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     if ns.output_filename is not None and not ns.output_filename.strip():
         raise LaunchError("--output-filename needs a folder name")
     ns.num_cores = _positive(ns.num_cores, "--num-cores")
+    ns.num_instances = _positive(ns.num_instances, "--num-instances")
+    cpi = ns.numa_cores_per_instance
+    if cpi is not None and cpi.strip().lower() != "socket":
+        ns.numa_cores_per_instance = _positive(cpi, "--numa-cores-per-instance (or socket)")
+    elif cpi is not None:
+        ns.numa_cores_per_instance = "socket"
+    if ns.num_cores is not None and ns.numa_cores_per_instance is not None:
+        raise LaunchError("--num-cores and --numa-cores-per-instance both set the cores of a "
+                          "process: give one")
+    ns.instance_mode = ns.num_instances is not None or ns.numa_cores_per_instance is not None
+    if (ns.instance_results_dir or ns.aggregate_file) and not ns.instance_mode:
+        raise LaunchError("--instance-results-dir/--aggregate-file go with --num-instances or "
+                          "--numa-cores-per-instance")
     ns.num_intra_threads = _positive(ns.num_intra_threads or _env(environ, "NUM_INTRA_THREADS"),
                                      "--num-intra-threads / NUM_INTRA_THREADS")
     ns.num_inter_threads = _positive(ns.num_inter_threads or _env(environ, "NUM_INTER_THREADS"),
@@ -524,6 +562,111 @@ def assign_slots(platform: Platform, n: int, per_socket: Optional[int],
     return slots, warnings, oversubscribe
 
 
+def instance_slots(platform: Platform, num_instances: Optional[int],
+                   cores_per_instance: Union[int, str, None]) -> Tuple[List[Slot], List[str]]:
+    """Split the usable physical cores into the instances' slots (``--num-instances`` /
+    ``--numa-cores-per-instance``), in (socket, core) order.
+
+    * C cores per instance: consecutive chunks of C cores inside one NUMA node when C fits in
+      every node of the socket, else inside one socket (never across sockets); cores that do
+      not fill a chunk stay idle (a warning says how many). N defaults to the chunks there are;
+      more than that is an error naming the most that fit.
+    * ``socket``: one instance per socket, all its cores.
+    * N alone: N <= sockets: one socket each; N a multiple of the sockets: each socket split
+      evenly; else all cores split into N equal runs (an instance may then span sockets)."""
+    warnings: List[str] = []
+    sockets = platform.usable_sockets()
+    cores = {s: platform.physical_cores(s) for s in sockets}
+    if cores_per_instance == "socket":
+        cores_per_instance = None
+        chunks = [cores[s] for s in sockets]
+        if num_instances is None:
+            num_instances = len(chunks)
+    elif cores_per_instance is not None:
+        c = int(cores_per_instance)
+        chunks = []
+        idle = 0
+        for s in sockets:
+            groups: Dict[int, List[int]] = {}
+            for cpu in cores[s]:
+                groups.setdefault(platform.node_of(cpu), []).append(cpu)
+            if any(len(g) < c for g in groups.values()):
+                groups = {0: cores[s]}  # C does not fit in a node: chunks of the whole socket
+            for group in groups.values():
+                fit = len(group) // c
+                chunks += [group[k * c:(k + 1) * c] for k in range(fit)]
+                idle += len(group) - fit * c
+        if not chunks:
+            most = max(len(v) for v in cores.values())
+            raise LaunchError(f"--numa-cores-per-instance {c} but a socket has at most {most} "
+                              f"usable physical core(s): use {most} or fewer")
+        if num_instances is None:
+            num_instances = len(chunks)
+            if idle:
+                warnings.append(f"{idle} usable physical core(s) stay idle: they do not fill "
+                                f"an instance of {c} cores")
+    else:
+        assert num_instances is not None
+        total = sum(len(v) for v in cores.values())
+        if num_instances > total:
+            raise LaunchError(f"--num-instances {num_instances} but only {total} usable physical "
+                              f"core(s): use {total} or fewer instances")
+        if num_instances <= len(sockets):
+            chunks = [cores[s] for s in sockets]
+        elif num_instances % len(sockets) == 0 and num_instances // len(sockets) <= min(
+                len(v) for v in cores.values()):
+            k = num_instances // len(sockets)
+            chunks = []
+            for s in sockets:
+                size = len(cores[s]) // k
+                chunks += [cores[s][i * size:(i + 1) * size] for i in range(k)]
+        else:
+            everything = [c for s in sockets for c in cores[s]]
+            size = total // num_instances
+            chunks = [everything[i * size:(i + 1) * size] for i in range(num_instances)]
+    if num_instances > len(chunks):
+        raise LaunchError(f"{num_instances} instances of {len(chunks[0])} core(s) do not fit: "
+                          f"this machine's usable cores hold at most {len(chunks)}; lower "
+                          "--num-instances or --numa-cores-per-instance")
+    return [_slot(platform, chunk) for chunk in chunks[:num_instances]], warnings
+
+
+def _percentiles(values: Sequence[float]) -> Dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:  # linear interpolation, as numpy.percentile's default
+        pos = (len(ordered) - 1) * q / 100.0
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+    return {"p50": at(50), "p90": at(90), "p99": at(99), "mean": sum(ordered) / len(ordered),
+            "min": ordered[0], "max": ordered[-1]}
+
+
+def aggregate_results(results: Sequence[Optional[Mapping[str, object]]]) -> Dict[str, object]:
+    """The instances' results as one: ``examples_per_sec`` summed (they run at the same time),
+    latency percentiles over every instance's timed batches (``latencies_ms``), each
+    instance's figure, and the values all instances share (batch, precision, mode, ...)."""
+    got = [r for r in results if isinstance(r, Mapping)]
+    out: Dict[str, object] = {"instances": len(results), "instances_reporting": len(got)}
+    rates = [r.get("examples_per_sec") for r in got]
+    if got and all(isinstance(x, (int, float)) for x in rates):
+        out["examples_per_sec"] = float(sum(rates))  # type: ignore[arg-type]
+        out["per_instance_examples_per_sec"] = [float(x) for x in rates]  # type: ignore[arg-type]
+    samples: List[float] = []
+    for r in got:
+        lat = r.get("latencies_ms")
+        if isinstance(lat, list):
+            samples += [float(x) for x in lat]
+    if samples:
+        out["latency_ms"] = _percentiles(samples)
+    for key in ("mode", "precision", "batch_size", "max_seq_length", "exact_match", "f1"):
+        values = {json.dumps(r.get(key)) for r in got if key in r}
+        if len(values) == 1 and len([r for r in got if key in r]) == len(got):
+            out[key] = got[0][key]
+    return out
+
+
 # -- the plan -------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -538,11 +681,16 @@ class Plan:
     ranks: List[Dict[str, object]] = dataclasses.field(default_factory=list)
     # Folders to create before running (--output-filename); not created by --dry-run.
     make_dirs: List[str] = dataclasses.field(default_factory=list)
+    # --num-instances: what each instance runs, {"instance", "cpus", "memory", "bind",
+    # "command", "env"} (env: the variables of that instance only); argv is then empty.
+    instances: List[Dict[str, object]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         """The plan as printed by ``--json``, credentials in URLs masked
         (:func:`mask_credentials`); ``argv``/``env`` themselves keep the real values."""
         obj: dict = {"argv": self.argv, "env": self.env, "ranks": self.ranks}
+        if self.instances:
+            obj["instances"] = self.instances
         if self.unset:
             obj["unset"] = self.unset
         return json.dumps(_masked(obj), sort_keys=False)
@@ -551,7 +699,8 @@ class Plan:
         """One line per rank: where it runs and the command it execs."""
         lines = []
         for r in self.ranks:
-            where = f"rank {r['rank']} on {r['host']} (local rank {r['local_rank']})"
+            where = (f"instance {r['instance']} on {r['host']}" if "instance" in r else
+                     f"rank {r['rank']} on {r['host']} (local rank {r['local_rank']})")
             if r["bind"] == "numactl":
                 how = ""
             elif r["bind"] == "sched_setaffinity":
@@ -571,7 +720,15 @@ class Plan:
         lines += [f"export {k}={shlex.quote(mask_credentials(v, k))}"
                   for k, v in sorted(self.env.items())]
         lines += [f"unset {k}" for k in self.unset]
-        lines.append(shlex.join(mask_credentials(a) for a in self.argv))
+        if self.instances:
+            for inst in self.instances:
+                own = [f"{k}={shlex.quote(mask_credentials(str(v), k))}"
+                       for k, v in inst["env"].items()]  # type: ignore[union-attr]
+                command = [mask_credentials(a) for a in inst["command"]]  # type: ignore[union-attr]
+                lines.append(f"{' '.join(own)} {shlex.join(command)} &")
+            lines.append("wait")
+        else:
+            lines.append(shlex.join(mask_credentials(a) for a in self.argv))
         return "\n".join(lines)
 
     def child_environ(self, environ: Mapping[str, str]) -> Dict[str, str]:
@@ -631,6 +788,16 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
     if n is None and opts.mpi_num_processes_per_socket is not None and not hosts:
         n = len(platform.usable_sockets()) * opts.mpi_num_processes_per_socket
     use_mpi = bool(hosts) or (n or 1) > 1
+
+    if getattr(opts, "instance_mode", False):
+        if use_mpi:
+            raise LaunchError("--num-instances/--numa-cores-per-instance start independent "
+                              "processes on this host; they do not combine with MPI ranks "
+                              "(MPI_NUM_PROCESSES > 1 or hosts): use one or the other")
+        if opts.no_bind:
+            raise LaunchError("--num-instances pins each instance to its own cores: drop "
+                              "--no-bind")
+        return _instances_plan(opts, environ, platform, tools)
 
     if not use_mpi:
         cores = platform.physical_cores()
@@ -806,6 +973,161 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
                 make_dirs=make_dirs)
 
 
+def _thread_env(opts: argparse.Namespace, environ: Mapping[str, str], threads: int,
+                env: Dict[str, str]) -> None:
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["NUM_INTRA_THREADS"] = str(opts.num_intra_threads or threads)
+    env["NUM_INTER_THREADS"] = str(opts.num_inter_threads or 1)
+    for name, value in (("KMP_AFFINITY", DEFAULT_KMP_AFFINITY),
+                        ("KMP_BLOCKTIME", DEFAULT_KMP_BLOCKTIME)):
+        if name not in environ:
+            env[name] = value
+
+
+def _instances_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: Platform,
+                    tools: Tools) -> Plan:
+    """--num-instances / --numa-cores-per-instance: one pinned process per slot."""
+    slots, warnings = instance_slots(platform, opts.num_instances, opts.numa_cores_per_instance)
+    env: Dict[str, str] = {}
+    unset: List[str] = []
+    threads = min(len(s.cpus) for s in slots)
+    _thread_env(opts, environ, threads, env)
+    _precision_env(opts.precision, platform, environ, env, unset, warnings)
+    if opts.malloc != "none" and not re.search(r"(tc|je)malloc", environ.get("LD_PRELOAD", "")):
+        lib = tools.find_malloc(opts.malloc)
+        if lib:
+            current = environ.get("LD_PRELOAD", "")
+            env["LD_PRELOAD"] = f"{lib}:{current}" if current else lib
+    if not tools.numactl:
+        warnings.append("numactl not found: binding each instance's CPUs with "
+                        "sched_setaffinity, memory unbound (install numactl for NUMA-local "
+                        "memory)")
+    results_dir = opts.instance_results_dir or "${LAUNCH_RESULTS_DIR}"
+    instances: List[Dict[str, object]] = []
+    for i, slot in enumerate(slots):
+        binding = bind.rank_binding(slot.pair, opts.command, tools.numactl)
+        command = (list(binding["command"]) if tools.numactl else
+                   [tools.python, BIND_SCRIPT, "--slot", slot.arg, "--", *opts.command])
+        instances.append({
+            "instance": i, "host": LOCAL_HOST, "cpus": binding["cpus"],
+            "memory": binding["memory"], "bind": binding["bind"], "command": command,
+            "env": {INSTANCE_VAR: str(i), NUM_INSTANCES_VAR: str(len(slots)),
+                    RESULT_FILE_VAR: os.path.join(results_dir, f"instance_{i}.json")}})
+    total = len(slots) * threads
+    if platform.cpu_quota is not None and platform.cpu_quota < total:
+        warnings.append(f"this container may use {platform.cpu_quota:g} CPU(s) (cgroup cpu.max) "
+                        f"but {total} OpenMP threads are planned over the instances")
+    summary = (f"{len(slots)} instance(s), {threads} core(s) each: "
+               + " | ".join(f"{s.cpulist} (NUMA {s.mems})" for s in slots))
+    ranks = [{"rank": 0, "host": LOCAL_HOST, "local_rank": 0,
+              **{k: inst[k] for k in ("instance", "cpus", "memory", "bind", "command")}}
+             for inst in instances]
+    return Plan(argv=[], env=env, unset=unset, warnings=warnings, summary=summary, ranks=ranks,
+                instances=instances)
+
+
+def run_instances(plan: Plan, environ: Mapping[str, str], results_dir: Optional[str],
+                  aggregate_file: Optional[str]) -> int:
+    """Start every instance of ``plan``, relay their output prefixed ``[instance i]``, wait,
+    print each result and the aggregate. Returns the first failing instance's exit status
+    (0 when all succeed); Ctrl-C / SIGTERM are passed to every instance."""
+    import signal  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    made_temp = results_dir is None
+    folder = tempfile.mkdtemp(prefix="launch-instances-") if made_temp else results_dir
+    os.makedirs(folder, exist_ok=True)
+    procs: List[subprocess.Popen] = []
+    relays: List[threading.Thread] = []
+    lock = threading.Lock()
+
+    def relay(i: int, stream) -> None:
+        for line in iter(stream.readline, b""):
+            text = line.decode(errors="replace")
+            with lock:
+                sys.stdout.write(f"[instance {i}] {text}")
+                sys.stdout.flush()
+        stream.close()
+
+    def forward(signum, _frame):
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    files = []
+    try:
+        for inst in plan.instances:
+            child = plan.child_environ(environ)
+            own = dict(inst["env"])  # type: ignore[arg-type]
+            own[RESULT_FILE_VAR] = os.path.join(folder, f"instance_{inst['instance']}.json")
+            files.append(own[RESULT_FILE_VAR])
+            try:
+                os.unlink(own[RESULT_FILE_VAR])
+            except FileNotFoundError:
+                pass
+            child.update(own)
+            command = list(inst["command"])  # type: ignore[arg-type]
+            try:
+                proc = subprocess.Popen(command, env=child, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+            except OSError as exc:
+                print(f"{PROG}: error: cannot run {command[0]!r}: {exc.strerror}",
+                      file=sys.stderr)
+                forward(signal.SIGTERM, None)
+                return 127
+            procs.append(proc)
+            thread = threading.Thread(target=relay, args=(inst["instance"], proc.stdout),
+                                      daemon=True)
+            thread.start()
+            relays.append(thread)
+        codes = [proc.wait() for proc in procs]
+        for thread in relays:
+            thread.join()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    results: List[Optional[dict]] = []
+    for i, path in enumerate(files):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                results.append(json.load(fh))
+        except (OSError, ValueError):
+            results.append(None)
+    for i, (code, result) in enumerate(zip(codes, results)):
+        rate = result.get("examples_per_sec") if isinstance(result, dict) else None
+        what = (f"{rate:.3f} examples/sec" if isinstance(rate, (int, float)) else
+                "no result file" if result is None else "result without examples_per_sec")
+        print(f"{PROG}: instance {i}: exit {code}, {what}")
+    summary = aggregate_results(results)
+    line = [f"{PROG}: aggregate over {len(codes)} instance(s):"]
+    if "examples_per_sec" in summary:
+        line.append(f"throughput {summary['examples_per_sec']:.3f} examples/sec")
+    lat = summary.get("latency_ms")
+    if isinstance(lat, dict):
+        line.append(f"latency ms p50 {lat['p50']:.2f} p90 {lat['p90']:.2f} p99 {lat['p99']:.2f}")
+    print(" ".join(line) if len(line) > 1 else line[0] + " no results reported")
+    print(f"{PROG}: aggregate: {json.dumps(summary, sort_keys=True)}")
+    sys.stdout.flush()
+    if aggregate_file:
+        tmp = f"{aggregate_file}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, aggregate_file)
+    if made_temp:
+        import shutil as _shutil  # noqa: PLC0415
+        _shutil.rmtree(folder, ignore_errors=True)
+    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+    if failed:
+        print(f"{PROG}: error: instance(s) {', '.join(str(i) for i, _ in failed)} failed "
+              f"(exit {', '.join(str(c) for _, c in failed)})", file=sys.stderr)
+        code = failed[0][1]
+        return code if code > 0 else 128 - code
+    return 0
+
+
 def _socket_pe(platform: Platform, local_n: int,
                opts: argparse.Namespace) -> Tuple[int, List[str], str]:
     """PE (cores per rank) for ``--map-by socket:PE=N``, the CPU list each local rank gets as
@@ -918,6 +1240,8 @@ def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, st
     sys.stderr.flush()
     if opts.dry_run:
         return 0
+    if plan.instances:
+        return run_instances(plan, environ, opts.instance_results_dir, opts.aggregate_file)
     child_env = plan.child_environ(environ)
     for folder in plan.make_dirs:
         try:

@@ -50,7 +50,7 @@ licenses:
 
 def _copy_repository(root: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("specs", "templates", "models", "quickstart", "licenses", "habana"):
+    for folder in ("specs", "templates", "models", "quickstart", "licenses", "habana", "benchmarks"):
         shutil.copytree(REPO / folder, root / folder, ignore=ignore)
     shutil.copy(REPO / "LICENSE", root / "LICENSE")
 

@@ -58,14 +58,27 @@ def test_seed_flags_are_accepted_and_reported(caplog):
                    "--precision=bfloat16", "--warmup-steps=0", "--config_file=c.json")
     assert flags.precision == "bf16" and flags.num_warmup_steps == 0
     assert flags.bert_config_file == "c.json"
-    # Habana's flags are real (use_horovod, enable_scoped_allocator, amp); the NVIDIA kernel
-    # switches mean nothing here and are named as ignored.
+    # Habana's flags are real (use_horovod, enable_scoped_allocator, amp), and so are Intel's
+    # model switches (experimental_gelu selects tanh GELU; optimized_softmax=True the fused
+    # softmax): nothing is ignored.
     assert (flags.horovod, flags.enable_scoped_allocator, flags.amp) == (False, False, False)
-    assert flags.ignored_flags == ["--experimental_gelu=True", "--optimized_softmax=True"]
-    assert flags.unknown_flags == []
+    assert (flags.experimental_gelu, flags.optimized_softmax) == (True, True)
+    assert flags.ignored_flags == [] and flags.unknown_flags == []
+    flags = _parse("--verbose_logging=True")
     with caplog.at_level(logging.WARNING, logger="bert"):
         tf_flags.warn_about_ignored(flags)
-    assert "--optimized_softmax=True" in caplog.text
+    assert "--verbose_logging=True" in caplog.text
+
+
+def test_model_switches_change_the_config_or_are_refused():
+    from models.bert_large.config import BertConfig
+
+    config = BertConfig(vocab_size=10)
+    gelu = tf_flags.apply_model_switches(_parse("--experimental_gelu=True"), config)
+    assert gelu.hidden_act == "gelu_new" and config.hidden_act == "gelu"
+    assert tf_flags.apply_model_switches(_parse("--optimized-softmax=True"), config) == config
+    with pytest.raises(tf_flags.FlagError, match="unfused softmax"):
+        tf_flags.apply_model_switches(_parse("--optimized_softmax=False"), config)
 
 
 def test_misspelt_flag_is_an_error_with_a_suggestion(capsys):

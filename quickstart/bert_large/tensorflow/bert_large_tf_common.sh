@@ -1,8 +1,11 @@
 # shellcheck shell=bash source-path=SCRIPTDIR source-path=SCRIPTDIR/../../common
-# Shared implementation of the BERT Large TensorFlow fine-tuning quickstarts. Sourced by the
-# thin <precision>_<task>_training*.sh scripts beside it, which call
+# Shared implementation of the BERT Large TensorFlow quickstarts. Sourced by the thin
+# <precision>_<task>_training*.sh scripts beside it, which call
 #
 #     bert_tf_quickstart PRECISION TASK "$@"
+#
+# and by the inference packages' inference_realtime.sh, inference_throughput.sh and
+# accuracy.sh, which call `bert_tf_inference KIND "$@"` (see that function).
 #
 # PRECISION: the script's precision as its name spells it (fp32, bfloat16), resolved through
 # models/common/precisions.py against the precisions the package was built for; TASK: squad |
@@ -20,6 +23,8 @@
 #   OUTPUT_DIR         logs, checkpoints, predictions and metrics (created when missing)
 #   MPI_NUM_PROCESSES  optional: number of MPI ranks (one per socket); read by the launcher
 #   BATCH_SIZE         optional: per-rank training batch size
+#   MPI_WORKERS_SYNC_GRADIENTS  optional: True = one model, gradients averaged across the
+#                      ranks; False (default) = independent ranks, the best reported
 
 # The folder holding this file: <package>/quickstart inside a package,
 # quickstart/bert_large/tensorflow in the source tree.
@@ -53,6 +58,39 @@ bert_tf_check_checkpoint_dir() {
     if [[ ! -f "${data_files[0]}" ]]; then
         qs_usage_error "${CHECKPOINT_DIR}/bert_model.ckpt.data-00000-of-00001 not found (no bert_model.ckpt.data-* file): CHECKPOINT_DIR must point to ${what}"
     fi
+}
+
+# bert_tf_python: prints the absolute path of python3. mpirun puts its own bin folder (e.g.
+# /usr/bin) first on the ranks' PATH, where a bare "python3" could be another Python than the
+# one with TensorFlow.
+bert_tf_python() {
+    qs_require_python
+    local python
+    python="$(python3 -c 'import sys; print(sys.executable)')"
+    [[ -x "${python}" ]] || qs_usage_error "python3 -c 'import sys; print(sys.executable)' gave '${python}', not an executable; check your Python installation"
+    echo "${python}"
+}
+
+# bert_tf_lower_case DIR...: sets BERT_TF_LOWER_CASE to True, or to False (with a note) when
+# one of the folders is named like google's cased checkpoints (cased_L-* / wwm_cased_L-*),
+# which need do_lower_case=False.
+bert_tf_lower_case() {
+    local dir
+    BERT_TF_LOWER_CASE="True"
+    for dir in "$@"; do
+        case "$(basename "${dir}")" in
+            cased_L-* | *_cased_L-*)
+                echo "note: ${dir} is a cased checkpoint; using --do_lower_case=False"
+                BERT_TF_LOWER_CASE="False"
+                return 0
+                ;;
+        esac
+    done
+}
+
+# bert_tf_log_file SCRIPT OUT_DIR: prints the log file name for a run of SCRIPT.
+bert_tf_log_file() {
+    echo "${2}/${1%.sh}_$(date +%Y%m%d_%H%M%S).log"
 }
 
 # bert_tf_mrpc_dir: prints the MRPC folder for DATASET_DIR (MRPC itself, or GLUE holding MRPC/).
@@ -157,12 +195,14 @@ bert_tf_quickstart() {
     require_env OUTPUT_DIR "a directory where checkpoints and log files will be saved"
     require_positive_int_or_unset MPI_NUM_PROCESSES
     require_positive_int_or_unset BATCH_SIZE
-    qs_require_python
-    # The interpreter's real path: mpirun puts its own bin folder (e.g. /usr/bin) first on the
-    # ranks' PATH, where a bare "python3" could be another Python than the one with TensorFlow.
+    local sync="${MPI_WORKERS_SYNC_GRADIENTS:-False}"
+    case "${sync,,}" in
+        true | 1) sync="True" ;;
+        false | 0) sync="False" ;;
+        *) qs_usage_error "MPI_WORKERS_SYNC_GRADIENTS=${sync} is not supported. Set it to True (one model, gradients averaged across the MPI ranks) or False (independent ranks), or unset it" ;;
+    esac
     local python
-    python="$(python3 -c 'import sys; print(sys.executable)')"
-    [[ -x "${python}" ]] || qs_usage_error "python3 -c 'import sys; print(sys.executable)' gave '${python}', not an executable; check your Python installation"
+    python="$(bert_tf_python)"
 
     local model_dir="${pkg}/models/bert_large/tensorflow"
     local ckpt_dir
@@ -221,15 +261,8 @@ bert_tf_quickstart() {
         *) qs_usage_error "unknown task '${task}' in ${script} (expected squad, squad_demo or classifier)" ;;
     esac
 
-    # google-research names cased checkpoints cased_L-* / wwm_cased_L-*; they need
-    # do_lower_case=False. A pass-through --do_lower_case=... still wins.
-    local lower_case="True"
-    case "$(basename "${ckpt_dir}")" in
-        cased_L-* | *_cased_L-*)
-            lower_case="False"
-            echo "note: ${ckpt_dir} is a cased checkpoint; using --do_lower_case=False"
-            ;;
-    esac
+    # A pass-through --do_lower_case=... still wins.
+    bert_tf_lower_case "${ckpt_dir}"
 
     # --- work starts here ---
     ensure_output_dir OUTPUT_DIR
@@ -239,7 +272,7 @@ bert_tf_quickstart() {
 
     export PYTHONPATH="${pkg}${PYTHONPATH:+:${PYTHONPATH}}"
     local log_file
-    log_file="${out_dir}/${script%.sh}_$(date +%Y%m%d_%H%M%S).log"
+    log_file="$(bert_tf_log_file "${script}" "${out_dir}")"
     echo "Running ${script}: log in ${log_file}"
 
     print_and_run "${python}" "${pkg}/models/common/launch.py" --precision "${model_precision}" -- \
@@ -247,12 +280,133 @@ bert_tf_quickstart() {
         "--vocab_file=${ckpt_dir}/vocab.txt" \
         "--bert_config_file=${ckpt_dir}/bert_config.json" \
         "--init_checkpoint=${ckpt_dir}/bert_model.ckpt" \
-        "--do_lower_case=${lower_case}" \
+        "--do_lower_case=${BERT_TF_LOWER_CASE}" \
         "${task_args[@]}" \
         "--warmup_proportion=0.1" \
         "--output_dir=${out_dir}" \
         "--precision=${model_precision}" \
-        "--mpi_workers_sync_gradients=False" \
+        "--mpi_workers_sync_gradients=${sync}" \
         "$@" 2>&1 | tee -a "${log_file}"
     echo "${script} finished: outputs in ${out_dir}, log in ${log_file}"
+}
+
+# --- inference (bert-large-<precision>-inference packages) -------------------------------------
+
+# bert_tf_inference_usage SCRIPT KIND PKG: what an inference quickstart does and needs.
+bert_tf_inference_usage() {
+    local script="$1" kind="$2" pkg="$3" does supported
+    case "${kind}" in
+        realtime) does="measures latency (p50/p90/p99) at batch size 1 with several instances of CORES_PER_INSTANCE cores each (default 4), and their aggregate throughput" ;;
+        throughput) does="measures throughput (examples/sec) at a large batch (default 32) with one instance per socket (CORES_PER_INSTANCE cores each when set)" ;;
+        *) does="predicts answers for dev-v1.1.json and reports exact match and F1 (official SQuAD v1.1 semantics)" ;;
+    esac
+    supported="$(qs_precision_list tensorflow "${pkg}")"
+    cat <<USAGE
+Usage: CHECKPOINT_DIR=... DATASET_DIR=... OUTPUT_DIR=... ./quickstart/${script} [--flag=value ...]
+
+${script} ${does}, on SQuAD v1.1 with BERT Large.
+Precision: PRECISION, default the package's (${supported:-see models/common/precisions.py}).
+It runs models/bert_large/tensorflow/run_inference.py through models/common/launch.py
+(numactl binding; instances pinned to their own cores).
+
+Required environment:
+  CHECKPOINT_DIR     a fine-tuned SQuAD checkpoint folder: run_squad.py's output (model.ckpt-N)
+                     or a google/Intel-format TF1 checkpoint such as Intel's bert_large_checkpoints
+  DATASET_DIR        the folder holding dev-v1.1.json
+  OUTPUT_DIR         results (inference_results*.json), the SavedModel and logs (created when missing)
+vocab.txt and bert_config.json are taken from CHECKPOINT_DIR, else DATASET_DIR.
+Optional:
+  BATCH_SIZE         windows per batch (realtime 1, throughput and accuracy 32)
+  CORES_PER_INSTANCE physical cores per instance (realtime 4, throughput: a whole socket)
+  PRECISION          ${supported:-fp32 or bf16}
+Arguments after the script name go to run_inference.py, e.g. --steps=50 --max_seq_length=384
+Exit status: 0 done, 2 a variable or argument to fix (nothing was started), else the run's.
+USAGE
+}
+
+# bert_tf_inference KIND [PASS-THROUGH ARGS...]: KIND realtime | throughput | accuracy.
+bert_tf_inference() {
+    local kind="$1"
+    shift
+    local script pkg="${_BERT_TF_PKG_DIR}"
+    script="$(basename "${BASH_SOURCE[1]}")"
+    if qs_wants_help "$@"; then
+        bert_tf_inference_usage "${script}" "${kind}" "${pkg}"
+        exit 0
+    fi
+
+    # --- validate everything before doing any work ---
+    local precision="${PRECISION:-}" supported
+    if [[ -z "${precision}" ]]; then
+        supported="$(qs_precision_list tensorflow "${pkg}" " ")"
+        if [[ "${supported}" == *" "* || -z "${supported}" ]]; then
+            qs_usage_error "PRECISION is not set. Set PRECISION to one of: ${supported:-fp32 bf16} (a package built for one precision uses it by default)"
+        fi
+        precision="${supported}"
+    fi
+    local model_precision
+    model_precision="$(qs_resolve_precision "${precision}" tensorflow "${pkg}")"
+    local what="a fine-tuned SQuAD checkpoint folder (run_squad.py's output_dir, or Intel's bert_large_checkpoints)"
+    require_dir CHECKPOINT_DIR "${what}"
+    compgen -G "${CHECKPOINT_DIR}/*.index" >/dev/null \
+        || qs_usage_error "CHECKPOINT_DIR=${CHECKPOINT_DIR} holds no checkpoint (no *.index file): set CHECKPOINT_DIR to ${what}"
+    require_dir DATASET_DIR "the folder holding dev-v1.1.json"
+    require_file DATASET_DIR "${DATASET_DIR}/dev-v1.1.json" "the folder holding the SQuAD v1.1 dev-v1.1.json"
+    require_env OUTPUT_DIR "a directory where results and logs will be saved"
+    require_positive_int_or_unset BATCH_SIZE
+    if [[ -n "${CORES_PER_INSTANCE:-}" && "${CORES_PER_INSTANCE}" != "socket" ]]; then
+        require_positive_int_or_unset CORES_PER_INSTANCE
+    fi
+    local ckpt_dir data_dir vocab="" config="" dir
+    ckpt_dir="$(cd "${CHECKPOINT_DIR}" && pwd)"
+    data_dir="$(cd "${DATASET_DIR}" && pwd)"
+    for dir in "${ckpt_dir}" "${data_dir}"; do
+        [[ -n "${vocab}" || ! -f "${dir}/vocab.txt" ]] || vocab="${dir}/vocab.txt"
+        [[ -n "${config}" || ! -f "${dir}/bert_config.json" ]] || config="${dir}/bert_config.json"
+    done
+    [[ -n "${vocab}" && -n "${config}" ]] \
+        || qs_usage_error "vocab.txt and bert_config.json of the model were not found in CHECKPOINT_DIR=${CHECKPOINT_DIR} or DATASET_DIR=${DATASET_DIR}: copy them (from the pretrained model the checkpoint was fine-tuned from) into one of the two"
+    local python
+    python="$(bert_tf_python)"
+
+    local -a launch_args=(--precision "${model_precision}") run_args
+    case "${kind}" in
+        realtime)
+            launch_args+=(--numa-cores-per-instance "${CORES_PER_INSTANCE:-4}")
+            run_args=("--mode=benchmark" "--batch_size=${BATCH_SIZE:-1}")
+            ;;
+        throughput)
+            launch_args+=(--numa-cores-per-instance "${CORES_PER_INSTANCE:-socket}")
+            run_args=("--mode=benchmark" "--batch_size=${BATCH_SIZE:-32}")
+            ;;
+        accuracy)
+            [[ -z "${CORES_PER_INSTANCE:-}" || "${CORES_PER_INSTANCE}" == "socket" ]] \
+                || launch_args+=(--num-cores "${CORES_PER_INSTANCE}")
+            run_args=("--mode=accuracy" "--batch_size=${BATCH_SIZE:-32}")
+            ;;
+        *) qs_usage_error "unknown inference kind '${kind}' in ${script} (expected realtime, throughput or accuracy)" ;;
+    esac
+    bert_tf_lower_case "${ckpt_dir}" "${data_dir}"
+
+    # --- work starts here ---
+    ensure_output_dir OUTPUT_DIR
+    local out_dir log_file
+    out_dir="$(cd "${OUTPUT_DIR}" && pwd)"
+    [[ "${kind}" == "accuracy" ]] \
+        || launch_args+=(--aggregate-file "${out_dir}/${script%.sh}_aggregate.json")
+    export PYTHONPATH="${pkg}${PYTHONPATH:+:${PYTHONPATH}}"
+    log_file="$(bert_tf_log_file "${script}" "${out_dir}")"
+    echo "Running ${script}: log in ${log_file}"
+    print_and_run "${python}" "${pkg}/models/common/launch.py" "${launch_args[@]}" -- \
+        "${python}" "${pkg}/models/bert_large/tensorflow/run_inference.py" \
+        "--vocab_file=${vocab}" \
+        "--bert_config_file=${config}" \
+        "--init_checkpoint=${ckpt_dir}" \
+        "--predict_file=${data_dir}/dev-v1.1.json" \
+        "--do_lower_case=${BERT_TF_LOWER_CASE}" \
+        "--output_dir=${out_dir}" \
+        "--precision=${model_precision}" \
+        "${run_args[@]}" \
+        "$@" 2>&1 | tee -a "${log_file}"
+    echo "${script} finished: results in ${out_dir}, log in ${log_file}"
 }
