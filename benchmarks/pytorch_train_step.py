@@ -12,6 +12,15 @@ The default config (4 layers, hidden 256, BERT's 30522-token vocabulary, seq 128
 20 predictions per sequence as in phase 1, one thread) runs in under a minute on an idle core.
 Both CPU-time and wall-clock rates are printed; the ratio uses CPU time, which a busy shared
 machine does not distort.
+
+When ``intel_extension_for_pytorch`` imports, a third column trains our model as
+run_pretraining.py does with IPEX (``ipex.optimize(..., inplace=True)`` in the precision's dtype,
+IPEX's fused LAMB) and ``ipex/ours`` compares it with plain PyTorch in the same run (target
+>= 1.1 in bf16 at 2 layers x hidden 1024). The main environment's torch has no IPEX build; run
+it in the IPEX venv (``bash scripts/setup-ipex-venv.sh``), where transformers is absent and the
+HF column is left out::
+
+    .venv-ipex/bin/python benchmarks/pytorch_train_step.py --layers 2 --hidden 1024 --heads 16
 """
 
 from __future__ import annotations
@@ -28,7 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from models.bert_large.pytorch.modeling import BertConfig, BertForPreTraining  # noqa: E402
-from models.bert_large.pytorch.optimization import Lamb  # noqa: E402
+from models.bert_large.pytorch.optimization import Lamb, create_optimizer  # noqa: E402
+
+
+def optional_import(name: str):
+    """The module, or None when it does not import (absent, or built for another torch)."""
+    try:
+        return __import__(name)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def make_batch(config: BertConfig, batch: int, seq: int, preds: int, seed: int = 0) -> dict:
@@ -56,19 +73,26 @@ def hf_inputs(b: dict) -> dict:
 
 def bench(precision: str, config: BertConfig, batch: int, seq: int, preds: int, steps: int,
           warmup: int) -> dict:
-    import transformers
-
     torch.manual_seed(0)
     ours = BertForPreTraining(config).train()
-    hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items() if k != "architectures"})
-    hf = transformers.BertForPreTraining(hf_config).train()
-    hf.load_state_dict(ours.state_dict())
     data = make_batch(config, batch, seq, preds)
-    hf_data = hf_inputs(data)
-    runs = {
-        "ours": (ours, Lamb(ours.parameters(), lr=1e-4), lambda: ours(**data)["loss"]),
-        "hf": (hf, Lamb(hf.parameters(), lr=1e-4), lambda: hf(**hf_data).loss),
-    }
+    runs = {"ours": (ours, Lamb(ours.parameters(), lr=1e-4), lambda: ours(**data)["loss"])}
+    transformers = optional_import("transformers")
+    if transformers is not None:
+        hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items()
+                                               if k != "architectures"})
+        hf = transformers.BertForPreTraining(hf_config).train()
+        hf.load_state_dict(ours.state_dict())
+        hf_data = hf_inputs(data)
+        runs["hf"] = (hf, Lamb(hf.parameters(), lr=1e-4), lambda: hf(**hf_data).loss)
+    ipex = optional_import("intel_extension_for_pytorch")
+    if ipex is not None:  # as run_pretraining.py: IPEX's fused LAMB, optimize in place
+        im = BertForPreTraining(config).train()
+        im.load_state_dict(ours.state_dict())
+        iopt, _, _ = create_optimizer(im, lr=1e-4, total_steps=1000, warmup_steps=0, use_ipex=True)
+        ipex.optimize(im, optimizer=iopt, inplace=True,
+                      dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+        runs["ipex"] = (im, iopt, lambda: im(**data)["loss"])
 
     def step(name: str) -> tuple[float, float]:
         model, opt, loss_fn = runs[name]
@@ -97,8 +121,12 @@ def bench(precision: str, config: BertConfig, batch: int, seq: int, preds: int, 
         cpu = sorted(t[1] for t in ts)[len(ts) // 2]
         result[f"{name}_seq_per_s"] = round(batch / wall, 2)
         result[f"{name}_seq_per_cpu_s"] = round(batch / cpu, 2)
-    result["ratio_wall"] = round(result["ours_seq_per_s"] / result["hf_seq_per_s"], 3)
-    result["ratio"] = round(result["ours_seq_per_cpu_s"] / result["hf_seq_per_cpu_s"], 3)
+    if "hf" in runs:
+        result["ratio_wall"] = round(result["ours_seq_per_s"] / result["hf_seq_per_s"], 3)
+        result["ratio"] = round(result["ours_seq_per_cpu_s"] / result["hf_seq_per_cpu_s"], 3)
+    if "ipex" in runs:
+        result["ipex_ratio_wall"] = round(result["ipex_seq_per_s"] / result["ours_seq_per_s"], 3)
+        result["ipex_ratio"] = round(result["ipex_seq_per_cpu_s"] / result["ours_seq_per_cpu_s"], 3)
     return result
 
 
@@ -126,17 +154,28 @@ def main(argv=None) -> int:
                for pr in args.precisions.split(",")]
     setup = {"layers": args.layers, "hidden": args.hidden, "vocab": args.vocab, "seq": args.seq,
              "batch": args.batch, "masked_positions": args.preds, "threads": torch.get_num_threads(),
-             "torch": torch.__version__}
+             "torch": torch.__version__,
+             "ipex": getattr(optional_import("intel_extension_for_pytorch"), "__version__", None)}
     if args.json:
         print(json.dumps({"setup": setup, "results": results}))
         return 0
     print(f"BERT pretraining train step (fwd + bwd + LAMB), {setup}")
-    print(f"{'precision':<10} {'ours seq/cpu-s':>15} {'HF seq/cpu-s':>13} {'ratio':>6}   "
-          f"{'ours seq/s':>10} {'HF seq/s':>9} {'wall ratio':>10}")
+    columns = [("ours", "ours"), ("hf", "HF"), ("ipex", "IPEX")]
+    columns = [(key, label) for key, label in columns if f"{key}_seq_per_s" in results[0]]
+    ratios = [(key, label, target) for key, label, target in
+              (("ratio", "ours/HF", 1.2), ("ipex_ratio", "IPEX/ours", 1.1)) if key in results[0]]
+    print(f"{'precision':<10}" + "".join(f" {label + ' seq/cpu-s':>15}" for _, label in columns)
+          + "".join(f" {label:>10}" for _, label, _ in ratios) + "  |"
+          + "".join(f" {label + ' seq/s':>11}" for _, label in columns)
+          + "".join(f" {label + ' wall':>10}" for _, label, _ in ratios))
     for r in results:
-        print(f"{r['precision']:<10} {r['ours_seq_per_cpu_s']:>15.2f} {r['hf_seq_per_cpu_s']:>13.2f} "
-              f"{r['ratio']:>6.2f}   {r['ours_seq_per_s']:>10.2f} {r['hf_seq_per_s']:>9.2f} "
-              f"{r['ratio_wall']:>10.2f}{'   (target ratio >= 1.2)' if r['precision'] == 'bf16' else ''}")
+        targets = [f"{label} >= {target}" for key, label, target in ratios if r["precision"] == "bf16"]
+        print(f"{r['precision']:<10}"
+              + "".join(f" {r[key + '_seq_per_cpu_s']:>15.2f}" for key, _ in columns)
+              + "".join(f" {r[key]:>10.2f}" for key, _, _ in ratios) + "  |"
+              + "".join(f" {r[key + '_seq_per_s']:>11.2f}" for key, _ in columns)
+              + "".join(f" {r[key + '_wall']:>10.2f}" for key, _, _ in ratios)
+              + (f"   (targets {', '.join(targets)})" if targets else ""))
     return 0
 
 

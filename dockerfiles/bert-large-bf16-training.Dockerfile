@@ -42,6 +42,40 @@ RUN apt-get update && \
     apt-get install -y --no-install-recommends openmpi-bin openmpi-common libopenmpi-dev python3-mpi4py && \
     rm -rf /var/lib/apt/lists/*
 
+# horovod: Horovod (TensorFlow + Open MPI; no PyTorch, MXNet or Gloo) built from its PyPI sdist
+# against the image's TensorFlow, the recipe of scripts/build-horovod.sh: the line that adds
+# xla_mpi_ops.cc (XLA headers TensorFlow >= 2.16 no longer ships; XLA ops are off unless
+# HOROVOD_ENABLE_XLA_OPS=1) is dropped. The packager renders one stage, so the compilers are
+# installed, used and purged (with their .deb files) in this one layer. After the tensorflow
+# and openmpi parts.
+ARG HOROVOD_VERSION=0.28.1
+RUN --mount=type=secret,id=pip_cert,required=false \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
+    set -e; \
+    work="$(mktemp -d)"; \
+    dpkg-query -W -f='${Package}\n' | sort >"${work}/packages.before"; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends cmake g++ make python3-dev; \
+    rm -rf /var/lib/apt/lists/*; \
+    dpkg-query -W -f='${Package}\n' | sort | comm -13 "${work}/packages.before" - >"${work}/packages.added"; \
+    python3 -m pip install --no-cache-dir setuptools wheel; \
+    python3 -m pip download --no-cache-dir --no-binary :all: --no-deps -d "${work}" "horovod==${HOROVOD_VERSION}"; \
+    tar -xzf "${work}/horovod-${HOROVOD_VERSION}.tar.gz" -C "${work}"; \
+    cmakelists="${work}/horovod-${HOROVOD_VERSION}/horovod/tensorflow/CMakeLists.txt"; \
+    xla_line='list(APPEND TF_SOURCES "${PROJECT_SOURCE_DIR}/horovod/tensorflow/xla_mpi_ops.cc")'; \
+    grep -qxF "${xla_line}" "${cmakelists}" || { echo "error: ${cmakelists} has no line ${xla_line}: the sdist changed" >&2; exit 1; }; \
+    grep -vxF "${xla_line}" "${cmakelists}" >"${cmakelists}.new"; \
+    mv "${cmakelists}.new" "${cmakelists}"; \
+    HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+        HOROVOD_WITHOUT_GLOO=1 HOROVOD_CPU_OPERATIONS=MPI MAKEFLAGS="-j$(nproc)" \
+        python3 -m pip wheel --no-cache-dir --no-build-isolation --no-deps -w "${work}/dist" \
+        "${work}/horovod-${HOROVOD_VERSION}"; \
+    python3 -m pip install --no-cache-dir "${work}"/dist/horovod-*.whl; \
+    if [ -s "${work}/packages.added" ]; then apt-get purge -y $(cat "${work}/packages.added"); fi; \
+    apt-get clean; \
+    rm -rf "${work}" /root/.cache; \
+    python3 -c "import horovod, horovod.tensorflow as hvd; assert hvd.mpi_built(); print('horovod', horovod.__version__, 'for TensorFlow')"
+
 # numactl: the launcher binds each process to its socket's cores and memory
 RUN apt-get update && \
     apt-get install -y --no-install-recommends numactl && \

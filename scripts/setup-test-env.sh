@@ -13,6 +13,7 @@ APT_PACKAGES=(
     buildah debootstrap fuse-overlayfs
     shellcheck
     lbzip2
+    cmake g++ make
 )
 
 missing=()
@@ -41,4 +42,10 @@ else
     .venv-tf215/bin/pip install -q tensorflow-cpu==2.15.1 'numpy<2' tokenizers mpi4py pytest \
         hypothesis pyyaml
 fi
+# Horovod 0.28.1 (TensorFlow + Open MPI) for the main interpreter's TensorFlow, built from its
+# sdist once and cached outside the checkout (scripts/build-horovod.sh; reruns take seconds).
+bash scripts/build-horovod.sh python3
+# torch 2.8 + Intel Extension for PyTorch 2.8 in its own venv, for tests/pytorch/test_ipex.py
+# (the torch above has no IPEX build).
+bash scripts/setup-ipex-venv.sh
 echo "setup: done"

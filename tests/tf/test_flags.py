@@ -84,3 +84,20 @@ def test_a_bad_flag_value_found_by_validation_imports_no_tensorflow(tmp_path):
     assert "NUM_INTER_THREADS='two'" in _error_line(proc)
     assert "tensorflow" not in _imported(proc.stderr)
     assert not (tmp_path / "out").exists() and not (tmp_path / "pt").exists()
+
+
+@pytest.mark.parametrize("value, engine", [(None, "auto"), ("", "auto"), (" horovod ", "horovod"),
+                                           ("MPI4PY", "mpi4py"), ("auto", "auto")])
+def test_collectives_engine_variable(value, engine):
+    from models.bert_large.tensorflow.flags import check_collectives_engine
+
+    environ = {} if value is None else {"MODELPKG_COLLECTIVES": value}
+    assert check_collectives_engine(environ) == engine
+
+
+def test_unknown_collectives_engine_names_the_variable():
+    from models.bert_large.tensorflow.flags import FlagError, check_collectives_engine
+
+    with pytest.raises(FlagError, match=r"MODELPKG_COLLECTIVES='gloo' is not a collectives "
+                                        r"engine: use auto, horovod, mpi4py"):
+        check_collectives_engine({"MODELPKG_COLLECTIVES": "gloo"})

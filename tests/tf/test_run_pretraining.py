@@ -15,11 +15,13 @@ import pytest
 
 from tests.tf.conftest import make_config_dict, make_vocab_file
 from tests.tf.pretraining_fixtures import (
+    REPO_ROOT,
     RUN_PRETRAINING,
     run_script,
     subprocess_env,
     write_corpus,
 )
+from tests.tf_stacks import require_horovod
 
 tf = pytest.importorskip("tensorflow")
 
@@ -189,23 +191,95 @@ def test_flag_errors_name_the_flag(phase1, tmp_path):
     assert proc.returncode == 1 and "--max_seq_length=32" in proc.stderr
 
 
+def _mpirun_pretraining(root, data, out, *extra, env):
+    """Two ranks of run_pretraining.py, 4 steps (local ranks inherit ``env``)."""
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2",
+           "-x", "PYTHONPATH", "-x", "NUM_INTRA_THREADS", "-x", "NUM_INTER_THREADS",
+           "-x", "TF_CPP_MIN_LOG_LEVEL", sys.executable,
+           str(RUN_PRETRAINING), *phase_args(root, data, out, *extra, steps=4, warmup=1),
+           "--train_batch_size=4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.mpi
 def test_two_ranks_average_gradients_and_agree(phase1, tmp_path):
     if shutil.which("mpirun") is None:
         pytest.skip("mpirun not installed")
     root, data, _, _ = phase1
-    env = subprocess_env()
-    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2",
-           "-x", "PYTHONPATH", "-x", "NUM_INTRA_THREADS", "-x", "NUM_INTER_THREADS",
-           "-x", "TF_CPP_MIN_LOG_LEVEL", sys.executable, str(RUN_PRETRAINING),
-           *phase_args(root, data, tmp_path / "out", "--allreduce_post_accumulation=True",
-                       steps=4, warmup=1), "--train_batch_size=4"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _mpirun_pretraining(root, data, tmp_path / "out", "--allreduce_post_accumulation=True",
+                        env=subprocess_env())
     summary = [r for r in read_dllog(tmp_path / "out" / "bert_dllog.json") if r["step"] == []]
     assert summary[0]["data"]["weights_identical_across_ranks"] is True
     assert summary[0]["data"]["global_step"] == 4
     assert not list((tmp_path / "out").glob("rank_*"))  # only rank 0 writes
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_horovod_and_mpi4py_pretrain_to_identical_weights(phase1, tmp_path, precision):
+    """Same seed, same data, two ranks: the final checkpoint (weights, LAMB slots, step) is
+    the same bit for bit whichever engine averages the gradients (both reduce one float32
+    buffer and divide by 2; a + b == b + a exactly)."""
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun not installed")
+    require_horovod()
+    root, data, _, _ = phase1
+    final = {}
+    for engine in ("mpi4py", "horovod"):
+        out = tmp_path / engine
+        proc = _mpirun_pretraining(root, data, out, f"--precision={precision}", "--horovod",
+                                   env=dict(subprocess_env(), MODELPKG_COLLECTIVES=engine))
+        assert f"collectives: {'Horovod' if engine == 'horovod' else 'mpi4py'}" in proc.stdout
+        summary = [r for r in read_dllog(out / "bert_dllog.json") if r["step"] == []]
+        assert summary[0]["data"]["weights_identical_across_ranks"] is True
+        assert summary[0]["data"]["global_step"] == 4
+        final[engine] = tensors(out / "model.ckpt-4")
+    assert set(final["mpi4py"]) == set(final["horovod"])
+    weights = set(model_tensors(tmp_path / "horovod" / "model.ckpt-4"))
+    assert "bert/embeddings/word_embeddings" in weights
+    assert len(final["horovod"]) > len(weights)  # the optimizer's slots are compared too
+    for name, value in final["mpi4py"].items():
+        np.testing.assert_array_equal(value, final["horovod"][name], err_msg=name)
+
+
+@pytest.mark.mpi
+def test_launcher_runs_horovod_with_hierarchical_allreduce_set(phase1, tmp_path):
+    """MPI_NUM_PROCESSES=2 through launch.py, HOROVOD_HIERARCHICAL_ALLREDUCE=1 and the auto
+    engine: Horovod is picked, and every rank's Horovod read the variable at hvd.init() (the
+    launcher forwards it with -x). On one host without NCCL Horovod keeps its flat allreduce."""
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun not installed")
+    require_horovod()
+    root, data, _, _ = phase1
+    env = dict(subprocess_env(), MPI_NUM_PROCESSES="2", HOROVOD_HIERARCHICAL_ALLREDUCE="1")
+    env.pop("MODELPKG_COLLECTIVES", None)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO_ROOT / "models" / "common" / "launch.py"), "--no-bind",
+           "--", sys.executable, str(RUN_PRETRAINING),
+           *phase_args(root, data, out, "--use_horovod=True", steps=2, warmup=1),
+           "--train_batch_size=4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "-x HOROVOD_HIERARCHICAL_ALLREDUCE" in proc.stdout + proc.stderr
+    seen = [line for line in proc.stdout.splitlines()
+            if "collectives: Horovod" in line and "importable" in line
+            and "hierarchical allreduce requested (HOROVOD_HIERARCHICAL_ALLREDUCE=1" in line]
+    assert len(seen) == 2, proc.stdout[-3000:]  # one line per rank
+    summary = [r for r in read_dllog(out / "bert_dllog.json") if r["step"] == []]
+    assert summary[0]["data"]["global_step"] == 2
+
+
+def test_unknown_collectives_engine_is_a_usage_error(phase1, tmp_path):
+    root, data, _, _ = phase1
+    env = dict(subprocess_env(), MODELPKG_COLLECTIVES="nccl")
+    proc = run_script(RUN_PRETRAINING, *phase_args(root, data, tmp_path / "o"), check=False,
+                      env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "run_pretraining: error: MODELPKG_COLLECTIVES='nccl' is not a collectives engine: use "
+        "auto, horovod, mpi4py"]
 
 
 # ---------------------------------------------------------------------------------------------

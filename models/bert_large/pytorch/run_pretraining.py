@@ -409,6 +409,7 @@ def train(args, run: Setup, model, train_model, optimizer, scheduler, batches,
             count += int(out["mlm_count"])
         if args.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]  # logged: what this step used, read from the optimizer
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -442,7 +443,7 @@ def train(args, run: Setup, model, train_model, optimizer, scheduler, batches,
             run.log(f"step {step}/{args.max_steps} loss {window['loss'] / n:.4f} "
                     f"mlm_loss {window['mlm'] / n:.4f} nsp_loss {window['nsp'] / n:.4f} "
                     f"mlm_acc {window['correct'] / max(window['count'], 1):.4f} "
-                    f"lr {scheduler.get_last_lr()[0]:.3e} "
+                    f"lr {lr:.3e} "
                     f"throughput {global_batch * n / window['t']:.2f} sequences/s")
             window = dict.fromkeys(window, 0)
             window["t"] = 0.0
@@ -464,14 +465,23 @@ def build_optimizer(args: argparse.Namespace, run: Setup, model):
     return optimizer, scheduler, kind, warmup
 
 
-def prepare_for_training(args: argparse.Namespace, run: Setup, model, optimizer):
+def prepare_for_training(args: argparse.Namespace, run: Setup, model, optimizer, scheduler):
     """(model, optimizer, the module to call): ipex-optimised when ipex is used, wrapped in
-    DDP when there are several ranks (``model`` stays the unwrapped one, for saving)."""
+    DDP when there are several ranks (``model`` stays the unwrapped one, for saving).
+
+    ``ipex.optimize`` changes the model and the optimizer in place (``inplace=True``): without
+    it, it returns copies, and ``scheduler``, built on the original optimizer, would go on
+    setting the learning rate of an optimizer that never steps (training at the frozen initial
+    rate while the log shows the scheduled one)."""
     if run.ipex is not None:
         model.train()
-        model, optimizer = run.ipex.optimize(
+        optimized, optimizer = run.ipex.optimize(
             model, optimizer=optimizer,
-            dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32)
+            dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32, inplace=True)
+        if optimized is not model or scheduler.optimizer is not optimizer:
+            raise RunError("intel_extension_for_pytorch's optimize(inplace=True) returned a new "
+                           "model or optimizer: the LR scheduler would not drive the optimizer "
+                           "that steps; run with --no_ipex")
     run.at("the broadcast of rank 0's initial weights (DDP set-up)")
     train_model = torch.nn.parallel.DistributedDataParallel(model) if run.backend else model
     return model, optimizer, train_model
@@ -518,7 +528,7 @@ def main(argv=None) -> int:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             progress.step, progress.samples = state["step"], state["samples"]
-        model, optimizer, train_model = prepare_for_training(args, run, model, optimizer)
+        model, optimizer, train_model = prepare_for_training(args, run, model, optimizer, scheduler)
         files, batches = open_data(args, run, model.config, progress.step)  # 4. this rank's data
         env = run.env
         micro = args.train_batch_size // args.gradient_accumulation_steps

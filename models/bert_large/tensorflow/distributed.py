@@ -1,8 +1,16 @@
 """Gradient averaging and weight broadcast across MPI ranks for TensorFlow training.
 
-Engine: Horovod when ``import horovod.tensorflow`` works, otherwise MPI through mpi4py (the
-default: Horovod 0.28 does not build against TF 2.21). With mpi4py the gradients of one step
-are flattened into a single float32 buffer and reduced with one ``MPI_Allreduce``.
+Engine: Horovod when ``import horovod.tensorflow`` works, otherwise MPI through mpi4py
+(``scripts/build-horovod.sh`` builds Horovod 0.28.1 for the test environment, the images'
+``horovod`` part for the TF images). ``$MODELPKG_COLLECTIVES`` forces one: ``horovod`` (an
+error when it cannot be imported), ``mpi4py`` or ``auto`` (the default; with a collective
+timeout ``auto`` picks mpi4py, the engine that implements it). Both engines do the same
+arithmetic: the gradients of one step are cast to float32 (Horovod's TF allreduce has no
+bfloat16), flattened into one buffer, summed with one allreduce and divided by the number of
+ranks; the weight broadcast sends each dtype's bytes from rank 0. With two ranks a sum of two
+floats does not depend on the order, so the two engines give bit-identical weights.
+(``hvd.DistributedGradientTape`` and ``hvd.broadcast_variables`` are not used: both are
+broken under Keras 3.)
 
 Ranks come from the launcher's environment (``models.common.dist_env``); with one process
 every function here is a cheap no-op and MPI is never initialised.
@@ -27,7 +35,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
+import re
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -35,6 +45,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from models.bert_large.tensorflow.flags import (
+    COLLECTIVES_ENGINES,
+    COLLECTIVES_ENV,
+    check_collectives_engine,
+)
 from models.common import dist_env
 
 __all__ = ["Communicator", "get_communicator", "scaled_learning_rate"]
@@ -95,15 +110,15 @@ class Communicator:
             return list(grads)
         present = [i for i, g in enumerate(grads) if g is not None]
         dense = [tf.convert_to_tensor(grads[i]) for i in present]
+        flat = _flatten(dense)
         if self.engine == "horovod":
-            hvd = self._backend
-            reduced = [hvd.allreduce(g, op=hvd.Average) for g in dense]
+            summed = self._backend.allreduce(flat, op=self._backend.Sum,
+                                             name="gradient_allreduce")
         else:
-            flat = _flatten(dense)
             summed = tf.numpy_function(self._allreduce_sum_np, [flat], tf.float32,
                                        stateful=True, name="mpi_allreduce")
-            summed.set_shape(flat.shape)
-            reduced = _unflatten(summed / float(self.world_size), dense)
+        summed.set_shape(flat.shape)
+        reduced = _unflatten(summed / float(self.world_size), dense)
         out = list(grads)
         for i, g in zip(present, reduced):
             out[i] = g
@@ -177,19 +192,26 @@ class Communicator:
         """Overwrite ``variables`` on every rank with the values of rank ``root``."""
         if self.world_size == 1 or not variables:
             return
-        if self.engine == "horovod":
-            self._backend.broadcast_variables(list(variables), root_rank=root)
-            return
-        # One buffer per dtype (float weights, integer RNG states), exact bits preserved.
+        # One buffer per dtype (float weights, integer RNG states), sent as its bytes: exact
+        # bits, and every dtype (Horovod broadcasts no uint32 or bfloat16). Not
+        # hvd.broadcast_variables: under Keras 3 it cannot assign to the variables.
         values = [np.asarray(v.numpy()) for v in variables]
-        for dtype in sorted({a.dtype.str for a in values}):
-            idx = [i for i, a in enumerate(values) if a.dtype.str == dtype]
+        groups: dict[str, list[int]] = {}
+        for i, a in enumerate(values):
+            groups.setdefault(a.dtype.name, []).append(i)
+        for name in sorted(groups):
+            idx = groups[name]
             buf = np.ascontiguousarray(np.concatenate([values[i].ravel() for i in idx]))
-            if self.timeout:
-                self._wait(self._backend.Ibcast(buf, root=root),
+            data = buf.view(np.uint8)
+            if self.engine == "horovod":
+                data = self._backend.broadcast(tf.constant(data), root_rank=root,
+                                               name=f"broadcast_{name}").numpy()
+            elif self.timeout:
+                self._wait(self._backend.Ibcast(data, root=root),
                            f"the weight broadcast from rank {root}")
             else:
-                self._backend.Bcast(buf, root=root)
+                self._backend.Bcast(data, root=root)
+            buf = data.view(buf.dtype)
             offset = 0
             for i in idx:
                 size = values[i].size
@@ -237,6 +259,19 @@ class Communicator:
         return all(v == values[0] for v in values)
 
 
+def _hierarchical_allreduce() -> str:
+    """``HOROVOD_HIERARCHICAL_ALLREDUCE`` as this rank's Horovod read it at ``hvd.init()``
+    (``strtol(value) > 0``; the launcher forwards the variable to every rank). Horovod applies
+    it across several hosts with NCCL only; a CPU build keeps its flat MPI allreduce."""
+    raw = os.environ.get("HOROVOD_HIERARCHICAL_ALLREDUCE")
+    if raw is None:
+        return "not requested"
+    number = re.match(r"\s*[+-]?\d+", raw)  # what strtol(raw, NULL, 10) reads
+    asked = number is not None and int(number.group()) > 0
+    return (f"{'requested' if asked else 'not requested'} (HOROVOD_HIERARCHICAL_ALLREDUCE="
+            f"{raw}{'; used across hosts with NCCL only' if asked else ''})")
+
+
 def _try_horovod() -> Any:
     try:
         import horovod.tensorflow as hvd  # noqa: PLC0415 - optional engine
@@ -245,19 +280,27 @@ def _try_horovod() -> Any:
     return hvd
 
 
-def get_communicator(engine: str = "auto",
+def get_communicator(engine: str | None = None,
                      env: dist_env.DistEnv | None = None,
                      horovod_import: Callable[[], Any] = _try_horovod,
                      timeout: float | None = None) -> Communicator:
-    """Communicator for this process. ``engine``: "auto" (Horovod if importable, else mpi4py),
-    "horovod" or "mpi4py". A single process never touches MPI. ``timeout``: seconds one
-    collective may wait before the job is stopped naming the rank(s) that did not answer
-    (``runtime_env.collective_timeout()``; None = no limit; mpi4py engine only)."""
+    """Communicator for this process. ``engine``: "auto" (Horovod if importable, else mpi4py;
+    mpi4py when a ``timeout`` is set), "horovod" or "mpi4py"; None reads
+    ``$MODELPKG_COLLECTIVES`` (``flags.check_collectives_engine``). A single process never
+    touches MPI. ``timeout``: seconds one collective may wait before the job is stopped naming
+    the rank(s) that did not answer (``runtime_env.collective_timeout()``; None = no limit;
+    mpi4py engine only). The chosen engine and why are logged."""
     env = env or dist_env.from_environ()
+    if engine is None:
+        engine = check_collectives_engine()
+    if engine not in COLLECTIVES_ENGINES:
+        raise ValueError(f"engine must be auto, horovod or mpi4py, got {engine!r}")
     if env.world_size == 1:
         return Communicator(env, "none")
-    if engine not in ("auto", "horovod", "mpi4py"):
-        raise ValueError(f"engine must be auto, horovod or mpi4py, got {engine!r}")
+    if engine == "auto" and timeout:
+        log.info("collectives: mpi4py (the collective timeout of %gs needs it; set %s=horovod "
+                 "for Horovod without it)", timeout, COLLECTIVES_ENV)
+        engine = "mpi4py"
     if engine in ("auto", "horovod"):
         hvd = horovod_import()
         if hvd is not None:
@@ -269,10 +312,19 @@ def get_communicator(engine: str = "auto",
                 log.warning("the collective timeout (%gs) applies to the mpi4py engine only; "
                             "with Horovod use its stall check (HOROVOD_STALL_SHUTDOWN_TIME_"
                             "SECONDS)", timeout)
+            log.info("collectives: Horovod %s (%s; MPI %s; hierarchical allreduce %s)",
+                     getattr(sys.modules.get("horovod"), "__version__", "?"),
+                     "requested" if engine == "horovod" else "importable",
+                     "built" if hvd.mpi_built() else "not built",
+                     _hierarchical_allreduce())
             return Communicator(env, "horovod", hvd)
         if engine == "horovod":
-            raise RuntimeError("engine 'horovod' requested but horovod.tensorflow cannot be "
-                               "imported; install horovod or use engine 'mpi4py'")
+            raise RuntimeError(f"engine 'horovod' requested (${COLLECTIVES_ENV}) but "
+                               "horovod.tensorflow cannot be imported; run "
+                               "scripts/build-horovod.sh or use engine 'mpi4py'")
+        log.info("collectives: mpi4py (horovod.tensorflow is not importable)")
+    else:
+        log.info("collectives: mpi4py (requested)")
     try:
         from mpi4py import MPI  # noqa: PLC0415
     except ImportError as err:

@@ -10,6 +10,7 @@ their flags are validated.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import os
@@ -108,6 +109,23 @@ def check_collective_timeout(flags: argparse.Namespace) -> float | None:
         raise FlagError(str(err)) from None
 
 
+COLLECTIVES_ENV = "MODELPKG_COLLECTIVES"
+COLLECTIVES_ENGINES = ("auto", "horovod", "mpi4py")
+
+
+def check_collectives_engine(environ: Any = None) -> str:
+    """The collectives engine ``$MODELPKG_COLLECTIVES`` asks for (``distributed.py``):
+    ``auto`` when unset (Horovod when importable, else mpi4py), ``horovod`` or ``mpi4py``
+    (tests use it to run both); anything else is a FlagError naming the variable."""
+    raw = (os.environ if environ is None else environ).get(COLLECTIVES_ENV, "").strip()
+    if not raw:
+        return "auto"
+    if raw.lower() not in COLLECTIVES_ENGINES:
+        raise FlagError(f"{COLLECTIVES_ENV}={raw!r} is not a collectives engine: use "
+                        f"{', '.join(COLLECTIVES_ENGINES)}")
+    return raw.lower()
+
+
 def add_thread_flags(group) -> None:
     """``--num_intra_threads`` / ``--num_inter_threads`` (default: the launcher's variables)."""
     group.add_argument(runtime_env.INTRA_FLAG, type=int, default=None,
@@ -191,6 +209,34 @@ def check_gaudi_flags(flags: argparse.Namespace) -> None:
         raise FlagError(str(err)) from None
 
 
+OPTIMIZED_SOFTMAX_REFUSAL = (
+    "--optimized_softmax=False asks for Intel's unfused softmax, which this implementation "
+    "does not have: attention always runs the fused tf.nn.softmax kernel in float32 "
+    "(what optimized_softmax=True selects); drop the flag or set it to True")
+
+
+def add_model_switches(group) -> None:
+    """Intel's model switches, honoured: ``--experimental_gelu`` (tanh GELU) and
+    ``--optimized_softmax`` (the fused softmax, the only one here; False is refused)."""
+    add_bool(group, "experimental_gelu", False,
+             "True: the tanh approximation of GELU (hidden_act gelu_new) instead of the erf "
+             "GELU of bert_config.json")
+    add_bool(group, "optimized_softmax", None,
+             "True: the fused softmax kernel, which attention always uses here; False is "
+             "refused (no unfused softmax in this implementation)")
+
+
+def apply_model_switches(flags: argparse.Namespace, config: BertConfig) -> BertConfig:
+    """``config`` with ``--experimental_gelu`` applied; ``--optimized_softmax=False`` is a
+    FlagError saying why."""
+    if getattr(flags, "optimized_softmax", None) is False:
+        raise FlagError(OPTIMIZED_SOFTMAX_REFUSAL)
+    if getattr(flags, "experimental_gelu", False) and config.hidden_act.lower() == "gelu":
+        log.info("--experimental_gelu=True: tanh-approximated GELU (hidden_act gelu_new)")
+        return dataclasses.replace(config, hidden_act="gelu_new")
+    return config
+
+
 def common_parser(description: str) -> argparse.ArgumentParser:
     """Flags both fine-tuning scripts take (google-research names)."""
     p = new_parser(description)
@@ -204,6 +250,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--precision", type=precision_flag, default=None,
                    help=f"{PRECISION_HELP}; default: bf16 when TF_BF16_CONVERSION or "
                         "--bf16_config_path is set, else fp32")
+    add_model_switches(g)
 
     g = p.add_argument_group("training")
     g.add_argument("--output_dir", help="where checkpoints, predictions and logs go")
@@ -231,8 +278,9 @@ def common_parser(description: str) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("multi-process (mpirun)")
     add_bool(g, "mpi_workers_sync_gradients", False,
-             "True (or --use_horovod=True): average gradients across ranks every step; "
-             "False: independent ranks, best one reported at the end")
+             "True (or --use_horovod=True): average gradients across ranks every step "
+             "(Horovod when importable, else mpi4py; $MODELPKG_COLLECTIVES=horovod|mpi4py "
+             "forces one); False: independent ranks, best one reported at the end")
     add_bool(g, "checkpoint_all_ranks", False,
              "sync mode: every rank also saves its final weights in output_dir/rank_<r> "
              "(to check that ranks agree)")
@@ -404,7 +452,7 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> Be
         raise FlagError("--output_dir is required: the folder for checkpoints and results")
     check_init_checkpoint(flags.init_checkpoint, ".../bert_model.ckpt")
     _check_case_matches_checkpoint(flags.do_lower_case, flags.init_checkpoint)
-    config = load_bert_config(flags.bert_config_file)
+    config = apply_model_switches(flags, load_bert_config(flags.bert_config_file))
     _check_vocab_fits_config(flags.vocab_file, flags.bert_config_file, config.vocab_size)
     check_vocab_tokens(flags.vocab_file, FINETUNE_SPECIAL_TOKENS)
     check_max_seq_length(flags, config)
@@ -414,6 +462,7 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> Be
         raise FlagError(f"--log_steps={flags.log_steps} must be >= 1")
     check_thread_flags(flags)
     check_collective_timeout(flags)
+    check_collectives_engine()
     check_gaudi_flags(flags)
     if needs_training_flags:
         if flags.train_batch_size < 1:

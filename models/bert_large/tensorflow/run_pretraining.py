@@ -25,7 +25,9 @@ step sees ``train_batch_size * num_accumulation_steps * ranks`` sequences.
 learning rate, optimizer state, dropout RNG state and input position, so the weights end up
 the same as in an uninterrupted run. Rank 0 writes checkpoints, the dllog and results.
 
-Habana's flags: ``--horovod`` (several ranks always train one model here), ``--noamp
+Habana's flags: ``--horovod`` (several ranks always train one model here, the gradients
+averaged by Horovod when it is importable, else mpi4py; ``$MODELPKG_COLLECTIVES`` forces
+one and the log names it), ``--noamp
 --nouse_xla`` (``True`` is refused: not supported), ``--enable_scoped_allocator`` (TF's graph
 option), ``--device hpu|cpu|auto``, ``--profile START,STOP`` (a TF profiler trace),
 ``--deterministic_run``. ``TF_BF16_CONVERSION`` or ``--bf16_config_path`` (Habana's bf16
@@ -113,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("device, precision and Habana's flags")
     tf_flags.add_gaudi_flags(g, "Habana's switch for Horovod under mpirun; pretraining with "
-                                "several ranks always averages gradients (one model)")
+                                "several ranks always averages gradients (one model), with "
+                                "Horovod when importable, else mpi4py "
+                                "($MODELPKG_COLLECTIVES=horovod|mpi4py forces one)")
     return p
 
 
@@ -148,6 +152,7 @@ def validate_flags_or_throw(flags: argparse.Namespace):
                         f"--max_seq_length={flags.max_seq_length}")
     tf_flags.check_thread_flags(flags)
     tf_flags.check_collective_timeout(flags)
+    tf_flags.check_collectives_engine()
     tf_flags.check_gaudi_flags(flags)
     config = tf_flags.load_bert_config(flags.bert_config_file)
     tf_flags.check_max_seq_length(flags, config)
@@ -432,11 +437,17 @@ def _train_loop(flags, env, comm, optimizer, trainer, batches, step, dllog, loop
 
 
 def _abort_other_ranks(env: dist_env.DistEnv) -> None:
-    """An error on one rank would leave the others waiting in a collective forever."""
-    if env.world_size > 1 and "mpi4py.MPI" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(1)
+    """An error on one rank would leave the others waiting in a collective forever. With
+    Horovod (which initialised MPI itself) mpi4py, when present, joins that MPI to abort."""
+    if env.world_size < 2 or not {"mpi4py.MPI", "horovod.tensorflow"} & set(sys.modules):
+        return
+    try:
+        from mpi4py import MPI  # noqa: PLC0415
+    except ImportError:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
