@@ -28,7 +28,8 @@
   the cores per socket, or N x ranks per socket beyond them, is an error.
 * ``--tag-output``, ``--merge-stderr-to-stdout``, ``--output-filename DIR`` are passed to mpirun
   as they are (``DIR`` is created when missing); with one process they have no effect.
-* ``--num-instances N`` / ``--numa-cores-per-instance C|socket`` (Intel's names): N independent
+* ``--num-instances N`` / ``--numa-cores-per-instance C|socket|auto`` (Intel's names; ``auto``:
+  4, or a socket's usable cores when fewer): N independent
   processes of the command, each pinned to its own C physical cores (``numactl
   --physcpubind=... --membind=NODE`` per instance, or ``bind.py``'s ``sched_setaffinity``
   without numactl), inside one NUMA node when C fits in one, never across sockets. Each gets
@@ -100,6 +101,7 @@ FORWARD_NAMES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_
 MPI_FORWARD_NAMES = ("TF_BF16_CONVERSION", "PYTHONPATH", "HOROVOD_HIERARCHICAL_ALLREDUCE",
                      "GC_KERNEL_PATH", "HABANA_LOGS", "HABANA_VISIBLE_DEVICES")
 DEFAULT_SSH_PORT = 3022  # the sshd port of Habana's containers
+AUTO_CORES_PER_INSTANCE = 4  # --numa-cores-per-instance auto: Intel's realtime inference setting
 FORWARD_PREFIXES = ("OMP_", "KMP_", "DNNL_", "ONEDNN_", "MKL_", "TF_", "HOROVOD_", "HABANA_",
                     "NUM_INTRA_", "NUM_INTER_", "TORCH_", "PT_HPU_")
 MALLOC_LIBS = {
@@ -349,9 +351,10 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     p.add_argument("--num-instances", metavar="N",
                    help="start N independent pinned processes of COMMAND (one set of cores "
                         "each) and aggregate their results")
-    p.add_argument("--numa-cores-per-instance", metavar="C|socket",
-                   help="physical cores per instance (socket: one instance per socket); "
-                        "without --num-instances: as many instances as fit")
+    p.add_argument("--numa-cores-per-instance", metavar="C|socket|auto",
+                   help="physical cores per instance (socket: one instance per socket; auto: "
+                        f"{AUTO_CORES_PER_INSTANCE}, or a socket's usable cores when it has "
+                        "fewer); without --num-instances: as many instances as fit")
     p.add_argument("--instance-results-dir", metavar="DIR",
                    help="where instance i writes $LAUNCH_RESULT_FILE (DIR/instance_<i>.json; "
                         "default: a temporary folder)")
@@ -420,10 +423,10 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     ns.num_cores = _positive(ns.num_cores, "--num-cores")
     ns.num_instances = _positive(ns.num_instances, "--num-instances")
     cpi = ns.numa_cores_per_instance
-    if cpi is not None and cpi.strip().lower() != "socket":
-        ns.numa_cores_per_instance = _positive(cpi, "--numa-cores-per-instance (or socket)")
+    if cpi is not None and cpi.strip().lower() in ("socket", "auto"):
+        ns.numa_cores_per_instance = cpi.strip().lower()
     elif cpi is not None:
-        ns.numa_cores_per_instance = "socket"
+        ns.numa_cores_per_instance = _positive(cpi, "--numa-cores-per-instance (or socket, auto)")
     if ns.num_cores is not None and ns.numa_cores_per_instance is not None:
         raise LaunchError("--num-cores and --numa-cores-per-instance both set the cores of a "
                           "process: give one")
@@ -572,11 +575,20 @@ def instance_slots(platform: Platform, num_instances: Optional[int],
       not fill a chunk stay idle (a warning says how many). N defaults to the chunks there are;
       more than that is an error naming the most that fit.
     * ``socket``: one instance per socket, all its cores.
+    * ``auto``: C = ``AUTO_CORES_PER_INSTANCE`` (Intel's realtime setting), or the usable
+      physical cores of the largest socket when it has fewer (a warning says so).
     * N alone: N <= sockets: one socket each; N a multiple of the sockets: each socket split
       evenly; else all cores split into N equal runs (an instance may then span sockets)."""
     warnings: List[str] = []
     sockets = platform.usable_sockets()
     cores = {s: platform.physical_cores(s) for s in sockets}
+    if cores_per_instance == "auto":
+        most = max(len(v) for v in cores.values())
+        cores_per_instance = min(AUTO_CORES_PER_INSTANCE, most)
+        if most < AUTO_CORES_PER_INSTANCE:
+            warnings.append(f"--numa-cores-per-instance auto: {most} core(s) per instance (a "
+                            f"socket has {most} usable physical core(s), fewer than "
+                            f"{AUTO_CORES_PER_INSTANCE})")
     if cores_per_instance == "socket":
         cores_per_instance = None
         chunks = [cores[s] for s in sockets]

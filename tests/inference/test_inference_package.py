@@ -99,6 +99,23 @@ def test_realtime_runs_two_pinned_instances_and_aggregates(bf16_inference_packag
 
 
 @pytest.mark.slow
+def test_realtime_default_fits_a_small_machine(bf16_inference_package, squad_model_dir,
+                                                squad_data_dir, tmp_path):
+    """No CORES_PER_INSTANCE: Intel's 4 cores per instance, or (on a VM whose socket has
+    fewer, like this 2-core one) all the socket's cores, with a warning instead of an error."""
+    out = tmp_path / "rt"
+    proc = quickstart(bf16_inference_package, "inference_realtime.sh", {
+        "CHECKPOINT_DIR": str(squad_model_dir), "DATASET_DIR": str(squad_data_dir),
+        "OUTPUT_DIR": str(out)}, "--max_seq_length=128", "--steps=2", "--warmup_steps=1")
+    assert proc.returncode == 0, explain(proc)
+    assert "--numa-cores-per-instance auto" in proc.stdout + proc.stderr
+    aggregate = json.loads((out / "inference_realtime_aggregate.json").read_text())
+    assert aggregate["examples_per_sec"] > 0
+    if len(os.sched_getaffinity(0)) < 4:
+        assert "core(s) per instance (a socket has" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
 def test_accuracy_scores_dev_set_and_throughput_runs(fp32_inference_package, squad_model_dir,
                                                      squad_data_dir, tmp_path):
     out = tmp_path / "acc"

@@ -35,6 +35,16 @@ def test_cores_per_instance_fills_both_sockets_with_local_memory():
     assert {e["LAUNCH_NUM_INSTANCES"] for e in envs} == {"28"}
 
 
+def test_auto_is_four_cores_or_a_small_sockets_cores():
+    """Intel's realtime default (4 cores per instance) on a big server; on a 2-core VM one
+    instance of its 2 cores instead of an error, with a warning that says why."""
+    p = plan("spr_2s_56c_ht.lscpu", ["--numa-cores-per-instance", "auto"])
+    assert len(p.instances) == 28 and _instances(p)[0] == ("0-3", "0") and not p.warnings
+    p = plan("vm_1s_2c_ht.lscpu", ["--numa-cores-per-instance", "auto"])
+    assert len(p.instances) == 1 and p.instances[0]["cpus"] in ("0-1", "0,1")
+    assert any("auto: 2 core(s) per instance" in w for w in p.warnings)
+
+
 def test_instances_stay_inside_a_numa_node_and_idle_cores_are_named():
     # SNC4: 14 cores per node; 4-core instances never straddle two nodes
     p = plan("spr_2s_56c_ht_snc4.lscpu", ["--numa-cores-per-instance", "4"])

@@ -317,7 +317,8 @@ Required environment:
 vocab.txt and bert_config.json are taken from CHECKPOINT_DIR, else DATASET_DIR.
 Optional:
   BATCH_SIZE         windows per batch (realtime 1, throughput and accuracy 32)
-  CORES_PER_INSTANCE physical cores per instance (realtime 4, throughput: a whole socket)
+  CORES_PER_INSTANCE physical cores per instance (realtime 4, or a socket's cores when fewer;
+                     throughput: a whole socket)
   PRECISION          ${supported:-fp32 or bf16}
 Arguments after the script name go to run_inference.py, e.g. --steps=50 --max_seq_length=384
 Exit status: 0 done, 2 a variable or argument to fix (nothing was started), else the run's.
@@ -354,7 +355,7 @@ bert_tf_inference() {
     require_file DATASET_DIR "${DATASET_DIR}/dev-v1.1.json" "the folder holding the SQuAD v1.1 dev-v1.1.json"
     require_env OUTPUT_DIR "a directory where results and logs will be saved"
     require_positive_int_or_unset BATCH_SIZE
-    if [[ -n "${CORES_PER_INSTANCE:-}" && "${CORES_PER_INSTANCE}" != "socket" ]]; then
+    if [[ -n "${CORES_PER_INSTANCE:-}" && "${CORES_PER_INSTANCE}" != "socket" && "${CORES_PER_INSTANCE}" != "auto" ]]; then
         require_positive_int_or_unset CORES_PER_INSTANCE
     fi
     local ckpt_dir data_dir vocab="" config="" dir
@@ -372,7 +373,8 @@ bert_tf_inference() {
     local -a launch_args=(--precision "${model_precision}") run_args
     case "${kind}" in
         realtime)
-            launch_args+=(--numa-cores-per-instance "${CORES_PER_INSTANCE:-4}")
+            # auto: Intel's 4 cores per instance, or a socket's cores when it has fewer
+            launch_args+=(--numa-cores-per-instance "${CORES_PER_INSTANCE:-auto}")
             run_args=("--mode=benchmark" "--batch_size=${BATCH_SIZE:-1}")
             ;;
         throughput)
