@@ -954,13 +954,7 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         warnings.append(f"this container may use {platform.cpu_quota:g} CPU(s) (cgroup cpu.max) "
                         f"but {local_threads} OpenMP threads are planned: pass --num-cores "
                         f"{max(1, int(platform.cpu_quota))} or raise the limit")
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["NUM_INTRA_THREADS"] = str(opts.num_intra_threads or threads)
-    env["NUM_INTER_THREADS"] = str(opts.num_inter_threads or 1)
-    for name, value in (("KMP_AFFINITY", DEFAULT_KMP_AFFINITY),
-                        ("KMP_BLOCKTIME", DEFAULT_KMP_BLOCKTIME)):
-        if name not in environ:
-            env[name] = value
+    _thread_env(opts, environ, threads, env)
     _precision_env(opts.precision, platform, environ, env, unset, warnings)
     if opts.malloc != "none":
         current = environ.get("LD_PRELOAD", "")
