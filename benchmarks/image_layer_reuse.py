@@ -35,7 +35,7 @@ from packager.image.context import secrets as parse_secrets  # noqa: E402
 from packager.image.select import select_builder  # noqa: E402
 from packager.package import load_package  # noqa: E402
 
-_STEP = re.compile(r"^(?:STEP (\d+)/(\d+):|Step (\d+)/(\d+) :)\s*(.*)")
+_STEP = re.compile(r"^(?:(?:\[\d+/\d+\] )?STEP (\d+)/(\d+):|Step (\d+)/(\d+) :)\s*(.*)")  # [stage] in multi-stage builds
 _CACHED = re.compile(r"^\s*-+>\s+Using cache\b")
 
 
@@ -58,10 +58,10 @@ class StepLog:
 
     def dependency_steps(self) -> list[int]:
         """Indices of the steps before the model package is added (ADD/COPY model_packages/)."""
-        for index, step in enumerate(self.steps):
-            if re.match(r"(ADD|COPY)\s+\S*model_packages/", step):
-                return list(range(1, index))  # step 0 is FROM: never "cached", nothing to build
-        return list(range(1, len(self.steps)))
+        end = next((index for index, step in enumerate(self.steps)
+                    if re.match(r"(ADD|COPY)\s+\S*model_packages/", step)), len(self.steps))
+        # FROM (each stage's first step) is never "cached": there is nothing to build
+        return [index for index in range(end) if not self.steps[index].startswith("FROM ")]
 
 
 def copy_repo(dest: Path) -> Path:

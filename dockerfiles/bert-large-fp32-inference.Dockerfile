@@ -4,20 +4,19 @@
 
 # base: the image everything else builds on (override with --build-arg BASE_IMAGE=...)
 ARG BASE_IMAGE=debian:bookworm-slim
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="bert-large-fp32-inference" \
-      org.opencontainers.image.description="BERT Large FP32 inference" \
-      org.opencontainers.image.licenses="Apache-2.0"
-
-# only for this build: apt never asks questions
+# only for this build: apt never asks questions; Python writes .pyc files that hold no build
+# time (any SOURCE_DATE_EPOCH does that), so a rebuild's layers are the same
 ARG DEBIAN_FRONTEND=noninteractive
+ARG SOURCE_DATE_EPOCH=315532800
 
 # python: Debian's python3 and a virtual environment at /opt/venv (Debian's own pip refuses
 # system-wide installs); the venv sees apt-installed python3-* modules (e.g. python3-mpi4py)
 RUN apt-get update && \
     apt-get install -y --no-install-recommends python3 python3-venv ca-certificates && \
-    rm -rf /var/lib/apt/lists/* && \
+    apt-get clean && \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache && \
     python3 -m venv --system-site-packages /opt/venv
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
@@ -37,10 +36,14 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
     if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi
 
-# numactl: the launcher binds each process to its socket's cores and memory
+# apt: the Debian packages of the parts numactl, in one layer
 RUN apt-get update && \
     apt-get install -y --no-install-recommends numactl && \
-    rm -rf /var/lib/apt/lists/*
+    apt-get clean && \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache
+
+# numactl: the launcher binds each process to its socket's cores and memory
+# Debian packages: numactl (in the image's shared apt layer)
 
 # model_package: the package from the build context, extracted to /workspace/bert-large-fp32-inference
 # (last, so a code change rebuilds only this layer)
@@ -49,3 +52,9 @@ WORKDIR /workspace/bert-large-fp32-inference
 
 # entrypoint: an interactive shell in the package folder unless a command is given
 CMD ["/bin/bash"]
+
+# labels: what the image is (modelpkg image build adds .created, .revision, .version
+# and .source); last, so images that differ only here share every layer
+LABEL org.opencontainers.image.title="bert-large-fp32-inference" \
+      org.opencontainers.image.description="BERT Large FP32 inference" \
+      org.opencontainers.image.licenses="Apache-2.0"

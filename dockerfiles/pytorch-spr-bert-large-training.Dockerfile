@@ -4,14 +4,12 @@
 
 # base: the image everything else builds on (override with --build-arg BASE_IMAGE=...)
 ARG BASE_IMAGE=model-zoo:pytorch-ipex-spr
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="pytorch-spr-bert-large-training" \
-      org.opencontainers.image.description="PyTorch BERT Large training" \
-      org.opencontainers.image.licenses="Apache-2.0"
-
-# only for this build: apt never asks questions
+# only for this build: apt never asks questions; Python writes .pyc files that hold no build
+# time (any SOURCE_DATE_EPOCH does that), so a rebuild's layers are the same
 ARG DEBIAN_FRONTEND=noninteractive
+ARG SOURCE_DATE_EPOCH=315532800
 
 # pip_packages: extra Python requirements from PIP_PACKAGES (space separated)
 ARG PIP_PACKAGES="numpy safetensors crc32c scipy==1.15.3"
@@ -26,3 +24,9 @@ WORKDIR /workspace/pytorch-spr-bert-large-training
 
 # entrypoint: an interactive shell in the package folder unless a command is given
 CMD ["/bin/bash"]
+
+# labels: what the image is (modelpkg image build adds .created, .revision, .version
+# and .source); last, so images that differ only here share every layer
+LABEL org.opencontainers.image.title="pytorch-spr-bert-large-training" \
+      org.opencontainers.image.description="PyTorch BERT Large training" \
+      org.opencontainers.image.licenses="Apache-2.0"

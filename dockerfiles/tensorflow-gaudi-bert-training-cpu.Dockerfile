@@ -5,20 +5,19 @@
 
 # base: the image everything else builds on (override with --build-arg BASE_IMAGE=...)
 ARG BASE_IMAGE=debian:bookworm-slim
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="tensorflow-gaudi-bert-training" \
-      org.opencontainers.image.description="TensorFlow BERT training on Habana Gaudi" \
-      org.opencontainers.image.licenses="Apache-2.0"
-
-# only for this build: apt never asks questions
+# only for this build: apt never asks questions; Python writes .pyc files that hold no build
+# time (any SOURCE_DATE_EPOCH does that), so a rebuild's layers are the same
 ARG DEBIAN_FRONTEND=noninteractive
+ARG SOURCE_DATE_EPOCH=315532800
 
 # python: Debian's python3 and a virtual environment at /opt/venv (Debian's own pip refuses
 # system-wide installs); the venv sees apt-installed python3-* modules (e.g. python3-mpi4py)
 RUN apt-get update && \
     apt-get install -y --no-install-recommends python3 python3-venv ca-certificates && \
-    rm -rf /var/lib/apt/lists/* && \
+    apt-get clean && \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache && \
     python3 -m venv --system-site-packages /opt/venv
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
@@ -38,27 +37,37 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
     if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi
 
-# openmpi: mpirun and the mpi4py bindings (Debian's, matching its OpenMPI)
+# apt: the Debian packages of the parts openmpi, numactl, ssh, in one layer
 RUN apt-get update && \
-    apt-get install -y --no-install-recommends openmpi-bin openmpi-common libopenmpi-dev python3-mpi4py && \
-    rm -rf /var/lib/apt/lists/*
+    apt-get install -y --no-install-recommends openmpi-bin openmpi-common python3-mpi4py numactl openssh-client openssh-server && \
+    apt-get clean && \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache && \
+    mkdir -p /run/sshd && \
+    rm -f /etc/ssh/ssh_host_*
+
+# openmpi: mpirun and the mpi4py bindings (Debian's, matching its OpenMPI); the runtime only,
+# no headers (the horovod part's build stage adds libopenmpi-dev for itself)
+# Debian packages: openmpi-bin openmpi-common python3-mpi4py (in the image's shared apt layer)
 
 # horovod: Horovod (TensorFlow + Open MPI; no PyTorch, MXNet or Gloo) built from its PyPI sdist
 # against the image's TensorFlow, the recipe of scripts/build-horovod.sh: the line that adds
 # xla_mpi_ops.cc (XLA headers TensorFlow >= 2.16 no longer ships; XLA ops are off unless
-# HOROVOD_ENABLE_XLA_OPS=1) is dropped. The packager renders one stage, so the compilers are
-# installed, used and purged (with their .deb files) in this one layer. After the tensorflow
-# and openmpi parts.
+# HOROVOD_ENABLE_XLA_OPS=1) is dropped. It is built in a stage of its own, from the image so
+# far plus the compilers and Open MPI's headers; the image gets only the wheel, installed. A
+# fixed build folder and SOURCE_DATE_EPOCH (the wheel's file times) keep a rebuild's wheel the
+# same. After the tensorflow and openmpi parts.
+FROM runtime AS horovod-build
+ARG DEBIAN_FRONTEND=noninteractive
+ARG SOURCE_DATE_EPOCH=315532800
 ARG HOROVOD_VERSION=0.28.1
+RUN apt-get update && \
+    apt-get install -y --no-install-recommends cmake g++ make python3-dev libopenmpi-dev && \
+    apt-get clean && \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache
 RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
     set -e; \
-    work="$(mktemp -d)"; \
-    dpkg-query -W -f='${Package}\n' | sort >"${work}/packages.before"; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends cmake g++ make python3-dev; \
-    rm -rf /var/lib/apt/lists/*; \
-    dpkg-query -W -f='${Package}\n' | sort | comm -13 "${work}/packages.before" - >"${work}/packages.added"; \
+    work=/tmp/horovod-build; mkdir -p "${work}"; \
     python3 -m pip install --no-cache-dir setuptools wheel; \
     python3 -m pip download --no-cache-dir --no-binary :all: --no-deps -d "${work}" "horovod==${HOROVOD_VERSION}"; \
     tar -xzf "${work}/horovod-${HOROVOD_VERSION}.tar.gz" -C "${work}"; \
@@ -69,24 +78,27 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     mv "${cmakelists}.new" "${cmakelists}"; \
     HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
         HOROVOD_WITHOUT_GLOO=1 HOROVOD_CPU_OPERATIONS=MPI MAKEFLAGS="-j$(nproc)" \
-        python3 -m pip wheel --no-cache-dir --no-build-isolation --no-deps -w "${work}/dist" \
+        python3 -m pip wheel --no-cache-dir --no-build-isolation --no-deps -w /horovod-dist \
         "${work}/horovod-${HOROVOD_VERSION}"; \
-    python3 -m pip install --no-cache-dir "${work}"/dist/horovod-*.whl; \
-    if [ -s "${work}/packages.added" ]; then apt-get purge -y $(cat "${work}/packages.added"); fi; \
-    apt-get clean; \
-    rm -rf "${work}" /root/.cache; \
+    rm -rf "${work}" /root/.cache
+
+FROM runtime AS runtime-1
+ARG DEBIAN_FRONTEND=noninteractive
+ARG SOURCE_DATE_EPOCH=315532800
+COPY --from=horovod-build /horovod-dist/ /tmp/horovod-dist/
+RUN --mount=type=secret,id=pip_cert,required=false \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
+    python3 -m pip install --no-cache-dir /tmp/horovod-dist/horovod-*.whl && \
+    rm -rf /tmp/horovod-dist && \
     python3 -c "import horovod, horovod.tensorflow as hvd; assert hvd.mpi_built(); print('horovod', horovod.__version__, 'for TensorFlow')"
 
 # numactl: the launcher binds each process to its socket's cores and memory
-RUN apt-get update && \
-    apt-get install -y --no-install-recommends numactl && \
-    rm -rf /var/lib/apt/lists/*
+# Debian packages: numactl (in the image's shared apt layer)
 
-# ssh: client and server for multi-host MPI (mpirun starts remote ranks over ssh)
-RUN apt-get update && \
-    apt-get install -y --no-install-recommends openssh-client openssh-server && \
-    rm -rf /var/lib/apt/lists/* && \
-    mkdir -p /run/sshd
+# ssh: client and server for multi-host MPI (mpirun starts remote ranks over ssh); the host keys
+# openssh-server's install makes are removed (random, they would make this layer differ in
+# every build): the sshd part makes the image's keys
+# Debian packages: openssh-client openssh-server (in the image's shared apt layer)
 
 # sshd: the ssh server mpirun reaches in multi-server runs, on SSHD_PORT (the launcher's
 # DOCKER_SSHD_PORT, 3022 as in Habana's images), root by key only; host keys made at build
@@ -137,3 +149,9 @@ ENV PYTHON="python3"
 
 # entrypoint: an interactive shell in the package folder unless a command is given
 CMD ["/bin/bash"]
+
+# labels: what the image is (modelpkg image build adds .created, .revision, .version
+# and .source); last, so images that differ only here share every layer
+LABEL org.opencontainers.image.title="tensorflow-gaudi-bert-training" \
+      org.opencontainers.image.description="TensorFlow BERT training on Habana Gaudi" \
+      org.opencontainers.image.licenses="Apache-2.0"

@@ -12,14 +12,12 @@ ARG OS=ubuntu22.04
 ARG TF_VERSION=2.15.0
 ARG SYNAPSE_BUILT_REVISION=493
 ARG BASE_IMAGE=vault.habana.ai/gaudi-docker/${SYNAPSE_AI_VERSION}/${OS}/habanalabs/tensorflow-installer-tf-cpu-${TF_VERSION}:${SYNAPSE_AI_VERSION}-${SYNAPSE_BUILT_REVISION}
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="tensorflow-gaudi-bert-training" \
-      org.opencontainers.image.description="TensorFlow BERT training on Habana Gaudi" \
-      org.opencontainers.image.licenses="Apache-2.0"
-
-# only for this build: apt never asks questions
+# only for this build: apt never asks questions; Python writes .pyc files that hold no build
+# time (any SOURCE_DATE_EPOCH does that), so a rebuild's layers are the same
 ARG DEBIAN_FRONTEND=noninteractive
+ARG SOURCE_DATE_EPOCH=315532800
 
 # pip_packages: extra Python requirements from PIP_PACKAGES (space separated)
 ARG PIP_PACKAGES="tokenizers==0.23.3 scipy==1.15.3"
@@ -27,11 +25,18 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi && \
     if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi
 
-# ssh: client and server for multi-host MPI (mpirun starts remote ranks over ssh)
+# apt: the Debian packages of the parts ssh, in one layer
 RUN apt-get update && \
     apt-get install -y --no-install-recommends openssh-client openssh-server && \
-    rm -rf /var/lib/apt/lists/* && \
-    mkdir -p /run/sshd
+    apt-get clean && \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache && \
+    mkdir -p /run/sshd && \
+    rm -f /etc/ssh/ssh_host_*
+
+# ssh: client and server for multi-host MPI (mpirun starts remote ranks over ssh); the host keys
+# openssh-server's install makes are removed (random, they would make this layer differ in
+# every build): the sshd part makes the image's keys
+# Debian packages: openssh-client openssh-server (in the image's shared apt layer)
 
 # sshd: the ssh server mpirun reaches in multi-server runs, on SSHD_PORT (the launcher's
 # DOCKER_SSHD_PORT, 3022 as in Habana's images), root by key only; host keys made at build
@@ -82,3 +87,9 @@ ENV PYTHON="python3"
 
 # entrypoint: an interactive shell in the package folder unless a command is given
 CMD ["/bin/bash"]
+
+# labels: what the image is (modelpkg image build adds .created, .revision, .version
+# and .source); last, so images that differ only here share every layer
+LABEL org.opencontainers.image.title="tensorflow-gaudi-bert-training" \
+      org.opencontainers.image.description="TensorFlow BERT training on Habana Gaudi" \
+      org.opencontainers.image.licenses="Apache-2.0"

@@ -30,6 +30,12 @@ LIB_SH = "quickstart/common/lib.sh"  # copied to <package>/quickstart/lib.sh
 WRAPPER_DIR = "wrapper_packages"  # <out>/wrapper_packages/<name>.tar.gz
 CONTEXT_PACKAGE_DIR = "model_packages"  # <build context>/model_packages/<name>.tar.gz
 PIP_CERT_SECRET = "pip_cert"  # the optional build secret holding a CA bundle for pip
+PROJECT_LICENSE = "Apache-2.0"  # SPDX id of the project's LICENSE (labels, SBOM)
+OCI_LABEL_PREFIX = "org.opencontainers.image."
+IMAGE_ARCHIVE_SUFFIX = ".image.tar.gz"  # <out>/<name>.image.tar.gz: `modelpkg image save`, `docker load -i`
+OCI_ARCHIVE_SUFFIX = ".oci.tar.gz"  # <out>/<name>.oci.tar.gz: `modelpkg image save --format oci`
+SBOM_SUFFIX = ".sbom.cdx.json"  # <out>/<name>.sbom.cdx.json: the CycloneDX SBOM of the image build
+SBOM_PATH_IN_IMAGE = "/usr/share/modelpkg/sbom.cdx.json"  # the same SBOM inside the image
 DEFAULT_OUTPUT_DIR = Path("output")
 
 

@@ -4,13 +4,15 @@ Each part renders with ``spec``, ``vars`` (= spec.docs.vars), ``name``, ``image`
 ``images`` (key -> image of a spec with ``images``; empty otherwise),
 ``required_env``/``optional_env`` (over all quickstarts), ``mounts`` (the quickstart variables
 that name host paths, ``Spec.path_vars``) and ``env_help(VAR)`` (the spec's ``env_help``
-text, or a generic phrase).
+text, or a generic phrase); the file names of image archives and SBOMs
+(``image_archive_suffix``, ``sbom_suffix``, ``sbom_path``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from packager.conventions import IMAGE_ARCHIVE_SUFFIX, SBOM_PATH_IN_IMAGE, SBOM_SUFFIX
 from packager.errors import Problem, SpecError
 from packager.package import Package
 from packager.templates import render
@@ -30,6 +32,9 @@ def docs_context(package: Package) -> dict:
         "optional_env": list(optional),
         "mounts": list(spec.path_vars),
         "env_help": spec.describe_env,
+        "image_archive_suffix": IMAGE_ARCHIVE_SUFFIX,
+        "sbom_suffix": SBOM_SUFFIX,
+        "sbom_path": SBOM_PATH_IN_IMAGE,
     }
 
 

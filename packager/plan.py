@@ -32,7 +32,7 @@ from packager.package import Package
 from packager.spec import PACKAGE_ROOT, SAFE_PATH_PATTERN
 from packager.templates import available_parts, part_file
 from models.common.file_kinds import file_kind
-from packager.wrapper import render_wrapper_scripts
+from packager.wrapper import render_image_build_script, render_wrapper_scripts
 
 # Never packed, whatever the spec says: caches and VCS data that would make builds depend on
 # what happened to run in the checkout.
@@ -474,11 +474,20 @@ def make_plan(package: Package, out_dir: Path = DEFAULT_OUTPUT_DIR) -> PackagePl
     scripts = None
     if spec.wrapper.enabled and not any(p.key == "wrapper.enabled" for p in problems):
         scripts = _render(problems, render_wrapper_scripts, package)
+    # an image-only package (a base image, no quickstarts) is what its image is built from:
+    # the Dockerfile and build.sh, as the package the seeds call "the pytorch-ipex-spr.tar.gz container"
+    image_build = None
+    if dockerfile is not None and not spec.quickstart and not spec.wrapper.enabled:
+        image_build = _render(problems, render_image_build_script, package)
     if problems:
         raise SpecError(problems)
 
     files = list(found.files)
     files.append(PlannedFile.of_data(PACKAGE_INFO, "package", package_info(package)))
+    if image_build is not None:
+        assert dockerfile is not None
+        files.append(PlannedFile.of_data(f"{spec.name}.Dockerfile", "image", dockerfile.encode("utf-8")))
+        files.append(PlannedFile.of_data("build.sh", "image", image_build.encode("utf-8"), 0o755))
     if readme is not None and spec.docs is not None and spec.docs.readme:
         files.append(PlannedFile.of_data(README, "docs", readme.encode("utf-8")))
     files.append(PlannedFile.of_data(MANIFEST, "manifest", manifest_text(files).encode("utf-8")))

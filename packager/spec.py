@@ -162,6 +162,9 @@ class Image(_Model):
     base_image: str = Field(default="debian:bookworm-slim", pattern=IMAGE_REF_PATTERN, max_length=255)
     # the package whose image this one builds on: base_image defaults to its image reference
     base_package: str | None = Field(default=None, pattern=NAME_PATTERN)
+    # pins base_image: `modelpkg image build` fails, naming both digests, when the base image it
+    # would build on has another manifest digest (checked for the spec's own base_image)
+    base_digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     dockerfile: RelPath  # default dockerfiles/<name>.Dockerfile (filled in by Spec)
     parts: tuple[PartName, ...] = Field(min_length=1)
     build_args: dict[EnvName, str] = {}

@@ -6,7 +6,7 @@ and ``packager.conventions``.
 
 from __future__ import annotations
 
-from packager.conventions import PRECISION_VAR, PROXY_VARS
+from packager.conventions import IMAGE_ARCHIVE_SUFFIX, PRECISION_VAR, PROXY_VARS
 from packager.package import Package
 from packager.templates import render
 
@@ -34,7 +34,19 @@ def wrapper_context(package: Package) -> dict:
         "precision_var": PRECISION_VAR,
         "env_help": {var: spec.describe_env(var) for var in used},
         "help_width": max([len(v) for v in (*spec.forward_env, "SCRIPT")]) + 1,
+        "image_only": False,
+        "image_archive_suffix": IMAGE_ARCHIVE_SUFFIX,
     }
+
+
+def render_image_build_script(package: Package) -> str:
+    """``build.sh`` of an image-only package (a base image such as pytorch-ipex-spr: no
+    quickstarts, so no wrapper and no run.sh): builds the image from the Dockerfile beside it."""
+    spec = package.spec
+    assert spec.image is not None
+    context = {"spec": spec, "name": spec.name, "image": spec.image, "proxy_vars": list(PROXY_VARS),
+               "image_only": True, "image_archive_suffix": IMAGE_ARCHIVE_SUFFIX}
+    return render(package.label, package.root, TEMPLATES["build.sh"], "image", context)
 
 
 def render_wrapper_scripts(package: Package) -> dict[str, str]:

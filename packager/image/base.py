@@ -12,7 +12,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -110,8 +110,10 @@ class BuildRequest:
     dockerfile: str = "Dockerfile"
     build_args: Mapping[str, str] = field(default_factory=dict)
     secrets: tuple[Secret, ...] = ()
-    layers: bool = True  # reuse cached layers (buildah --layers; docker always caches)
+    layers: bool = True  # reuse cached layers (False: buildah/docker --no-cache)
     pull: bool = False  # never contact a registry unless asked
+    labels: Mapping[str, str] = field(default_factory=dict)  # set on the image (config only)
+    timestamp: int | None = None  # SOURCE_DATE_EPOCH: created time and file times in new layers
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,18 @@ class BuildResult:
     tag: str
     builder: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One filesystem layer of a built image: its size and the instruction that made it."""
+
+    size: int
+    created_by: str
+
+
+#: Archive formats of ``save``: a ``docker load``-able archive, or an OCI image layout archive.
+ARCHIVE_FORMATS = ("docker", "oci")
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,29 @@ class Builder(Protocol):
         """Run the command; returns its exit status."""
         ...
 
+    def capture(self, image: str, command: Sequence[str]) -> str:
+        """Run ``command`` in a throw-away container of ``image``; its stdout (ImageRunError
+        when it exits non-zero)."""
+        ...
+
+    def image_digest(self, image: str) -> str | None:
+        """The manifest digest (``sha256:...``) of a local image; None when it is not here."""
+        ...
+
+    def pull(self, image: str, log: LogFn) -> None: ...
+
+    def layers(self, image: str) -> list[Layer]:
+        """The image's filesystem layers, bottom first."""
+        ...
+
+    def save(self, image: str, dest: Path, fmt: str, log: LogFn) -> None:
+        """Write ``image`` as an uncompressed archive in format ``fmt`` (ARCHIVE_FORMATS) to ``dest``."""
+        ...
+
+    def load(self, archive: Path, log: LogFn) -> list[str]:
+        """Load an archive written by ``save`` (gzip-compressed or not); the names loaded."""
+        ...
+
 
 def printable_argv(argv: Iterable[str]) -> str:
     """``argv`` as a shell command a user can copy (quoted), with the values of proxy variables
@@ -175,9 +212,10 @@ def printable_argv(argv: Iterable[str]) -> str:
     return shlex.join(out)
 
 
-# "STEP 3/12: RUN ..." (buildah) and "Step 3/12 : RUN ..." (docker classic builder);
-# BuildKit's plain progress prints "#7 [3/12] RUN ...".
-_STEP_RE = re.compile(r"^(?:STEP \d+(?:/\d+)?:|Step \d+/\d+ :|#\d+ \[[^\]]*\d+/\d+\])")
+# "STEP 3/12: RUN ..." (buildah; "[2/3] STEP 3/12: ..." in a multi-stage build) and
+# "Step 3/12 : RUN ..." (docker classic builder); BuildKit's plain progress prints
+# "#7 [3/12] RUN ...".
+_STEP_RE = re.compile(r"^(?:(?:\[\d+/\d+\] )?STEP \d+(?:/\d+)?:|Step \d+/\d+ :|#\d+ \[[^\]]*\d+/\d+\])")
 
 
 class OutputTracker:

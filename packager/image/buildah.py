@@ -6,8 +6,11 @@ the storage driver (`overlay`, `vfs`) is configurable because overlay needs kern
 
 from __future__ import annotations
 
+import gzip
+import json
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +18,10 @@ from packager.image.base import (
     BuilderUnavailableError,
     BuildRequest,
     BuildResult,
+    ImageError,
     ImageRunError,
     ImageUsageError,
+    Layer,
     LogFn,
     RunRequest,
     printable_argv,
@@ -24,6 +29,18 @@ from packager.image.base import (
 )
 
 ISOLATIONS = ("chroot", "oci", "rootless")
+
+
+def _uncompressed(archive: Path, tmp: Path) -> Path:
+    """``archive`` itself, or its gunzipped copy in ``tmp``."""
+    with open(archive, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            return archive
+    plain = tmp / "image.tar"
+    with gzip.open(archive, "rb") as src, open(plain, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return plain
+
 
 
 class BuildahBuilder:
@@ -61,7 +78,10 @@ class BuildahBuilder:
             "bud",
             "--isolation",
             self.isolation,
-            f"--layers={'true' if request.layers else 'false'}",
+            # one layer per step either way (--layers=false would squash the build into one);
+            # --no-cache builds every step again
+            "--layers=true",
+            *([] if request.layers else ["--no-cache"]),
             f"--pull={'true' if request.pull else 'false'}",
             "--file",
             str(Path(request.context_dir) / request.dockerfile),
@@ -70,6 +90,11 @@ class BuildahBuilder:
         ]
         for key, value in request.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
+        for key, value in request.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        if request.timestamp is not None:
+            # created time, history times and the times of every file in the new layers
+            argv += ["--timestamp", str(request.timestamp)]
         for secret in request.secrets:
             argv += ["--secret", secret.to_arg()]
         argv.append(str(request.context_dir))
@@ -108,6 +133,53 @@ class BuildahBuilder:
             check=False,
         )
         return proc.returncode == 0
+
+    def image_digest(self, image: str) -> str | None:
+        if not self.image_exists(image):
+            return None
+        return self._capture(["inspect", "--type", "image", "--format", "{{.FromImageDigest}}", image]) or None
+
+    def pull(self, image: str, log: LogFn) -> None:
+        run_streamed_build(self._global_args() + ["pull", image], self.name, "buildah pull", log)
+
+    def layers(self, image: str) -> list[Layer]:
+        info = json.loads(self._capture(["inspect", "--type", "image", image]))
+        manifest = info["Manifest"]
+        manifest = json.loads(manifest) if isinstance(manifest, str) else manifest
+        made_by = [h.get("created_by", "") for h in info.get("History") or [] if not h.get("empty_layer")]
+        sizes = [int(layer.get("size", 0)) for layer in manifest.get("layers", [])]
+        made_by = [""] * (len(sizes) - len(made_by)) + made_by[-len(sizes):] if sizes else []
+        return [Layer(size, by) for size, by in zip(sizes, made_by)]
+
+    def capture(self, image: str, command: Sequence[str]) -> str:
+        container = self._capture(["from", "--pull-never", "--quiet", image])
+        try:
+            return self._capture(["run", "--isolation", self.isolation, container, "--", *command])
+        finally:
+            subprocess.run(self._global_args() + ["rm", container], capture_output=True, check=False)
+
+    def save(self, image: str, dest: Path, fmt: str, log: LogFn) -> None:
+        transport = {"docker": "docker-archive", "oci": "oci-archive"}[fmt]
+        # the archive names the image, so `docker load` / `buildah pull` tag it again
+        argv = self._global_args() + ["push", "--quiet", image, f"{transport}:{dest}:{image}"]
+        run_streamed_build(argv, self.name, "buildah push", log)
+
+    def load(self, archive: Path, log: LogFn) -> list[str]:
+        with tempfile.TemporaryDirectory(prefix="modelpkg-load-") as tmp:
+            plain = _uncompressed(archive, Path(tmp))  # buildah reads no gzip archives
+            errors = []
+            for transport in ("docker-archive", "oci-archive"):
+                argv = self._global_args() + ["pull", "--quiet", f"{transport}:{plain}"]
+                log("$ " + printable_argv(argv))
+                proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+                if proc.returncode == 0:
+                    image_id = proc.stdout.strip().splitlines()[-1]
+                    break
+                errors.append(f"{transport}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            else:
+                raise ImageError(f"{archive} is neither a docker nor an OCI image archive ({'; '.join(errors)})")
+        names = self._capture(["images", "--noheading", "--format", "{{.Name}}:{{.Tag}}", image_id]).split()
+        return [n for n in names if n != "<none>:<none>"] or [image_id]
 
     def build(self, request: BuildRequest, log: LogFn) -> BuildResult:
         argv = self.build_argv(request)

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from packager.image.base import (
     ImageBuildError,
     ImageError,
     ImageRunError,
+    ImageUsageError,
+    Layer,
     LogFn,
     OutputTracker,
     RunRequest,
@@ -90,6 +93,7 @@ class DockerBuilder:
             forcerm=True,
             pull=request.pull,
             nocache=not request.layers,
+            labels=dict(request.labels) or None,
             decode=True,
         )
         for chunk in stream:
@@ -119,6 +123,11 @@ class DockerBuilder:
             argv.append("--pull")
         for key, value in request.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
+        for key, value in request.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        if request.timestamp is not None:
+            # BuildKit (>= 0.11) takes the image's created time and history times from it
+            argv += ["--build-arg", f"SOURCE_DATE_EPOCH={request.timestamp}"]
         for secret in request.secrets:
             argv += ["--secret", secret.to_arg()]
         argv.append(str(request.context_dir))
@@ -140,6 +149,74 @@ class DockerBuilder:
         seconds = run_streamed_build(argv, self.name, "docker build", log, env=env)
         image_id = self.client.images.get(request.tag).id
         return BuildResult(image_id, request.tag, self.name, seconds)
+
+    # -- inspect, pull, save, load -------------------------------------------------------
+    def _image(self, image: str) -> Any:
+        from docker.errors import ImageNotFound
+
+        try:
+            return self.client.images.get(image)
+        except ImageNotFound:
+            return None
+
+    def image_digest(self, image: str) -> str | None:
+        """The registry digest Docker recorded when it pulled ``image`` (``RepoDigests``); a
+        locally built image has none, so its image id stands in."""
+        found = self._image(image)
+        if found is None:
+            return None
+        digests = [d.partition("@")[2] for d in found.attrs.get("RepoDigests") or []]
+        return digests[0] if digests else found.id
+
+    def pull(self, image: str, log: LogFn) -> None:
+        from docker.errors import DockerException
+
+        log(f"docker pull {image}")
+        try:
+            self.client.images.pull(image)
+        except DockerException as exc:
+            raise ImageError(f"docker could not pull {image}: {exc}") from exc
+
+    def layers(self, image: str) -> list[Layer]:
+        found = self._image(image)
+        if found is None:
+            raise ImageRunError(f"image {image} is not known to the Docker daemon")
+        # history() is newest first; entries of size 0 are metadata steps (ENV, LABEL, ...)
+        return [Layer(int(h["Size"]), h.get("CreatedBy", "")) for h in reversed(found.history()) if h.get("Size")]
+
+    def capture(self, image: str, command: Sequence[str]) -> str:
+        from docker.errors import DockerException
+
+        try:
+            out = self.client.containers.run(image, list(command), remove=True, stdout=True, stderr=False)
+        except DockerException as exc:
+            raise ImageRunError(f"`{' '.join(command[:2])} ...` failed in {image}: {exc}") from exc
+        return out.decode("utf-8", "replace").strip()
+
+    def save(self, image: str, dest: Path, fmt: str, log: LogFn) -> None:
+        if fmt != "docker":
+            raise ImageUsageError(
+                "--format oci needs --builder buildah; `docker save` (Docker >= 25 writes an archive "
+                "that is also an OCI layout) is --format docker"
+            )
+        found = self._image(image)
+        if found is None:
+            raise ImageRunError(f"image {image} is not known to the Docker daemon; build it first")
+        log(f"docker save {image}")
+        with open(dest, "wb") as handle:
+            for chunk in found.save(named=True):
+                handle.write(chunk)
+
+    def load(self, archive: Path, log: LogFn) -> list[str]:
+        from docker.errors import DockerException
+
+        log(f"docker load -i {archive}")
+        try:
+            with open(archive, "rb") as handle:
+                images = self.client.images.load(handle.read())
+        except DockerException as exc:
+            raise ImageError(f"docker could not load {archive}: {exc}") from exc
+        return [tag for img in images for tag in (img.tags or [img.id])]
 
     # -- run ---------------------------------------------------------------------------
     def run_kwargs(self, request: RunRequest) -> dict[str, Any]:

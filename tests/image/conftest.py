@@ -17,9 +17,12 @@ REPO = Path(__file__).resolve().parents[2]
 FAKE_BUILDAH = r"""#!/usr/bin/env python3
 # A stand-in for buildah: appends its argv (JSON) to $FAKE_BUILDAH_LOG and acts out a few
 # subcommands. FAKE_BUILDAH_FAIL_AT=N makes `bud` fail at STEP N; FAKE_BUILDAH_NO_BASE=1 makes
-# it fail at FROM, as when the base image is not in storage.
-import json, os, sys
+# it fail at FROM, as when the base image is not in storage. `run -- /bin/sh -c ...` (the SBOM
+# inventory) prints a small canned one, or with FAKE_BUILDAH_REAL_INVENTORY=1 runs it here; `run -- cat` shows the SBOM the last
+# SBOM build COPYed; `inspect --format {{.FromImageDigest}}` prints $FAKE_BUILDAH_DIGEST.
+import json, os, subprocess, sys
 args = sys.argv[1:]
+STATE = os.environ["FAKE_BUILDAH_LOG"]
 with open(os.environ["FAKE_BUILDAH_LOG"], "a") as log:
     log.write(json.dumps(args) + "\n")
 while args and args[0].startswith("--storage-driver"):
@@ -41,14 +44,65 @@ elif cmd == "bud":
             print("error building at STEP \"RUN echo\": exit status 100", file=sys.stderr)
             sys.exit(1)
     print("COMMIT")
+    # the SBOM build: keep what it COPYs, so `run -- cat` can show it
+    context = args[-1]
+    if os.path.isfile(os.path.join(context, "sbom.cdx.json")):
+        with open(os.path.join(context, "sbom.cdx.json")) as src, open(STATE + ".sbom", "w") as dst:
+            dst.write(src.read())
 elif cmd == "inspect":
     if os.environ.get("FAKE_BUILDAH_NO_IMAGE"):
         print("image not known", file=sys.stderr)
         sys.exit(125)
-    print("0123456789abcdef0123456789abcdef")
+    fmt = args[args.index("--format") + 1] if "--format" in args else None
+    if fmt == "{{.FromImageDigest}}":
+        print(os.environ.get("FAKE_BUILDAH_DIGEST", "sha256:" + "ab" * 32))
+    elif fmt is None:  # the layers of the image: two, as buildah's inspect JSON has them
+        print(json.dumps({"Manifest": json.dumps({"layers": [{"size": 120000000}, {"size": 1500000000}]}),
+                          "History": [{"created_by": "/bin/sh"}, {"created_by": "ENV X=1", "empty_layer": True},
+                                      {"created_by": "/bin/sh -c pip install tensorflow-cpu"}]}))
+    else:
+        print("0123456789abcdef0123456789abcdef")
+elif cmd == "push":  # push [--quiet] IMAGE docker-archive:PATH:REF: a small archive of that format
+    import io, tarfile
+    transport, path, ref = args[-1].split(":", 2)
+    members = {"manifest.json": json.dumps([{"RepoTags": [ref], "Layers": ["l/layer.tar"]}]).encode(),
+               "l/layer.tar": b"x" * 4096} if transport == "docker-archive" else \
+              {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": b"{}"}
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+elif cmd == "pull":  # pull --quiet TRANSPORT:PATH: accepts only an uncompressed archive
+    transport, path = args[-1].split(":", 1)
+    with open(path, "rb") as handle:
+        if handle.read(2) == b"\x1f\x8b":
+            print("Error: loading tar component manifest.json: archive/tar: invalid tar header", file=sys.stderr)
+            sys.exit(125)
+    import tarfile
+    names = tarfile.open(path).getnames()
+    if (transport == "docker-archive") != ("manifest.json" in names):
+        print(f"Error: {transport}: not this format", file=sys.stderr)
+        sys.exit(125)
+    print("feedface" * 8)
+elif cmd == "images":
+    print("localhost/loaded:latest")
 elif cmd == "from":
     print("fake-working-container")
 elif cmd == "run":
+    command = args[args.index("--") + 1:]
+    if command[:2] == ["/bin/sh", "-c"]:  # the SBOM inventory
+        if os.environ.get("FAKE_BUILDAH_REAL_INVENTORY"):  # of this machine
+            sys.exit(subprocess.run(command).returncode)
+        print(json.dumps({"python": [{"name": "tensorflow-cpu", "version": "2.21.0", "license": "Apache-2.0"}],
+                          "debian": [{"name": "bash", "version": "5.2.15-2+b7", "arch": "amd64"}]}))
+        sys.exit(0)
+    if command[:1] == ["cat"]:
+        if not os.path.isfile(STATE + ".sbom"):
+            print(f"cat: {command[1]}: No such file or directory", file=sys.stderr)
+            sys.exit(1)
+        print(open(STATE + ".sbom").read(), end="")
+        sys.exit(0)
     sys.exit(int(os.environ.get("FAKE_BUILDAH_RUN_EXIT", "0")))
 elif cmd == "rm":
     print("fake-working-container")

@@ -148,3 +148,61 @@ def test_buildkit_plain_progress_steps_are_recognised():
         tracker.feed(line)
     assert tracker.step == "#7 [3/5] RUN pip install x"
     assert list(tracker.tail) == ["#7 1.1 b", "#7 1.2 c", "#7 1.3 d"]
+
+
+class _SavedImage:
+    id = "sha256:" + "12" * 32
+    attrs = {"RepoDigests": ["debian@sha256:" + "34" * 32]}
+
+    def history(self):  # newest first, as the daemon returns it
+        return [{"Size": 0, "CreatedBy": "LABEL x=y"},
+                {"Size": 5_000_000, "CreatedBy": "/bin/sh -c #(nop) ADD file:abc in /workspace/"},
+                {"Size": 1_500_000_000, "CreatedBy": "/bin/sh -c pip install tensorflow-cpu"}]
+
+    def save(self, named):
+        assert named  # the archive carries the image's name, so `docker load` tags it again
+        return iter([b"chunk-1", b"chunk-2"])
+
+
+class _ShippingImages:
+    def __init__(self):
+        self.loaded = None
+
+    def get(self, ref):
+        from docker.errors import ImageNotFound
+
+        if ref == "missing:1":
+            raise ImageNotFound("no such image")
+        return _SavedImage()
+
+    def load(self, data):
+        self.loaded = data
+        return [type("Image", (), {"tags": ["model-zoo:pytorch-ipex-spr"], "id": "sha256:ff"})()]
+
+
+def test_docker_digest_layers_save_and_load_through_the_sdk(tmp_path):
+    client = _Client()
+    client.images = _ShippingImages()
+    builder = DockerBuilder(client=client, cli=None)
+    assert builder.image_digest("debian:bookworm-slim") == "sha256:" + "34" * 32  # the registry digest
+    assert builder.image_digest("missing:1") is None
+    layers = builder.layers("x")
+    assert [layer.size for layer in layers] == [1_500_000_000, 5_000_000]  # bottom first, metadata steps left out
+    dest = tmp_path / "image.tar"
+    builder.save("x", dest, "docker", lambda line: None)
+    assert dest.read_bytes() == b"chunk-1chunk-2"
+    with pytest.raises(ImageError, match="--format oci needs --builder buildah"):
+        builder.save("x", dest, "oci", lambda line: None)
+    assert builder.load(dest, lambda line: None) == ["model-zoo:pytorch-ipex-spr"]
+    assert client.images.loaded == b"chunk-1chunk-2"
+
+
+def test_docker_build_passes_labels_and_source_date_epoch(tmp_path):
+    client = _Client(chunks=[{"stream": "Step 1/1 : FROM debian\n"}, {"aux": {"ID": "sha256:abc"}}])
+    builder = DockerBuilder(client=client, cli="/usr/bin/docker")
+    request = BuildRequest(context_dir=_context(tmp_path), tag="t:1", labels={"org.opencontainers.image.created": "2023"},
+                           timestamp=1700000000)
+    builder.build(request, lambda line: None)
+    assert client.api.kwargs["labels"] == {"org.opencontainers.image.created": "2023"}
+    argv = builder.cli_build_argv(request, buildx=True)
+    assert "org.opencontainers.image.created=2023" in argv and "SOURCE_DATE_EPOCH=1700000000" in argv

@@ -1,6 +1,6 @@
 """The Horovod recipe lives in two places that must agree: scripts/build-horovod.sh (the test
-environment) and the `horovod` Dockerfile part (the TF images, one layer that purges its
-compilers). Same version, same build variables, same dropped CMake line; the part sits in every
+environment) and the `horovod` Dockerfile part (the TF images: a build stage with the
+compilers and MPI headers; the runtime stage gets only the wheel). Same version, same build variables, same dropped CMake line; the part sits in every
 TF Xeon image after the tensorflow and openmpi parts."""
 
 from __future__ import annotations
@@ -36,14 +36,31 @@ def test_script_and_part_build_the_same_wheel():
     assert version and f'arg("HOROVOD_VERSION", "{version.group(1)}")' in part
 
 
-def test_part_purges_what_it_installed_in_the_same_layer():
+def test_part_builds_in_its_own_stage_and_installs_only_the_wheel():
     part = PART.read_text()
     assert part.splitlines()[0] == "{# part: dependency #}"
-    body = part[part.index("{% set build %}"):part.index("{% endset %}")]
-    assert "apt-get install -y --no-install-recommends cmake g++ make python3-dev" in body
-    assert 'apt-get purge -y $(cat "${work}/packages.added")' in body
-    assert "apt-get clean" in body  # the compilers' .deb files leave with them
-    assert body.index("apt-get install") < body.index("pip wheel") < body.index("apt-get purge")
+    build_stage = part[:part.index("{{ resume_runtime() }}")]
+    runtime = part[part.index("{{ resume_runtime() }}"):]
+    assert "FROM {{ build_from() }} AS horovod-build" in build_stage
+    assert 'apt_install("cmake g++ make python3-dev libopenmpi-dev")' in build_stage
+    assert "pip wheel" in build_stage and "-w /horovod-dist" in build_stage
+    # the runtime stage: the wheel from the build stage, installed and removed; no compilers
+    assert "COPY --from=horovod-build /horovod-dist/ /tmp/horovod-dist/" in runtime
+    assert "rm -rf /tmp/horovod-dist" in runtime
+    assert "apt" not in runtime and "g++" not in runtime
+
+
+def test_runtime_images_carry_no_compilers_or_mpi_headers():
+    """The rendered Xeon TF Dockerfile: libopenmpi-dev and the compilers only in the
+    horovod-build stage; the final stage starts FROM the runtime stage, not from the build."""
+    text = (REPO / "dockerfiles" / "bert-large-bf16-training.Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    names = [s.split("\n", 1)[0] for s in stages]
+    assert names == ["${BASE_IMAGE} AS runtime", "runtime AS horovod-build", "runtime AS runtime-1"]
+    for index, stage in enumerate(stages):
+        installs = " ".join(re.findall(r"apt-get install -y --no-install-recommends ([^&\\]*)", stage)).split()
+        has_dev = "libopenmpi-dev" in installs or "g++" in installs
+        assert has_dev == (index == 1), (names[index], installs)
 
 
 @pytest.mark.parametrize("spec, key", [("bert-large-training.yaml", None),

@@ -22,21 +22,20 @@ GOLDEN = {
     "base": """\
 # base: the image everything else builds on (override with --build-arg BASE_IMAGE=...)
 ARG BASE_IMAGE=debian:bookworm-slim
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="demo-fp32-training" \\
-      org.opencontainers.image.description="Demo FP32 training" \\
-      org.opencontainers.image.licenses="Apache-2.0"
-
-# only for this build: apt never asks questions
+# only for this build: apt never asks questions; Python writes .pyc files that hold no build
+# time (any SOURCE_DATE_EPOCH does that), so a rebuild's layers are the same
 ARG DEBIAN_FRONTEND=noninteractive
+ARG SOURCE_DATE_EPOCH=315532800
 """,
     "python": """\
 # python: Debian's python3 and a virtual environment at /opt/venv (Debian's own pip refuses
 # system-wide installs); the venv sees apt-installed python3-* modules (e.g. python3-mpi4py)
 RUN apt-get update && \\
     apt-get install -y --no-install-recommends python3 python3-venv ca-certificates && \\
-    rm -rf /var/lib/apt/lists/* && \\
+    apt-get clean && \\
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache && \\
     python3 -m venv --system-site-packages /opt/venv
 ENV VIRTUAL_ENV=/opt/venv \\
     PATH=/opt/venv/bin:$PATH \\
@@ -59,23 +58,19 @@ ARG TORCH_PIP_ARGS=""
     python3 -c "import torch" 2>/dev/null || python3 -m pip install --no-cache-dir ${TORCH_PIP_ARGS} "${TORCH_PACKAGE}"
 """,
     "openmpi": """\
-# openmpi: mpirun and the mpi4py bindings (Debian's, matching its OpenMPI)
-RUN apt-get update && \\
-    apt-get install -y --no-install-recommends openmpi-bin openmpi-common libopenmpi-dev python3-mpi4py && \\
-    rm -rf /var/lib/apt/lists/*
+# openmpi: mpirun and the mpi4py bindings (Debian's, matching its OpenMPI); the runtime only,
+# no headers (the horovod part's build stage adds libopenmpi-dev for itself)
+# Debian packages: openmpi-bin openmpi-common python3-mpi4py (in the image's shared apt layer)
 """,
     "numactl": """\
 # numactl: the launcher binds each process to its socket's cores and memory
-RUN apt-get update && \\
-    apt-get install -y --no-install-recommends numactl && \\
-    rm -rf /var/lib/apt/lists/*
+# Debian packages: numactl (in the image's shared apt layer)
 """,
     "ssh": """\
-# ssh: client and server for multi-host MPI (mpirun starts remote ranks over ssh)
-RUN apt-get update && \\
-    apt-get install -y --no-install-recommends openssh-client openssh-server && \\
-    rm -rf /var/lib/apt/lists/* && \\
-    mkdir -p /run/sshd
+# ssh: client and server for multi-host MPI (mpirun starts remote ranks over ssh); the host keys
+# openssh-server's install makes are removed (random, they would make this layer differ in
+# every build): the sshd part makes the image's keys
+# Debian packages: openssh-client openssh-server (in the image's shared apt layer)
 """,
     "apt_packages": """\
 # apt_packages: extra Debian packages from APT_PACKAGES (space separated)
@@ -83,7 +78,8 @@ ARG APT_PACKAGES=""
 RUN if [ -n "${APT_PACKAGES}" ]; then \\
         apt-get update && \\
         apt-get install -y --no-install-recommends ${APT_PACKAGES} && \\
-        rm -rf /var/lib/apt/lists/*; \\
+        apt-get clean && \\
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache; \\
     fi
 """,
     "pip_packages": """\
@@ -155,7 +151,7 @@ def test_composed_dockerfile(spec):
     lines = text.splitlines()
     instructions = [line for line in lines if line and not line.startswith((" ", "#"))]
     assert instructions[0] == "ARG BASE_IMAGE=debian:bookworm-slim"
-    assert instructions[1] == "FROM ${BASE_IMAGE}"
+    assert instructions[1] == "FROM ${BASE_IMAGE} AS runtime"
     # dependency layers before the model package
     assert text.index("ADD model_packages/") > text.index('pip install --no-cache-dir "${TF_PACKAGE}"')
     assert text.index("ADD model_packages/") > text.index("openssh-server")
@@ -172,4 +168,46 @@ def test_base_image_default_from_spec(repo):
     data["image"]["base_image"] = "model-zoo:pytorch-ipex-spr"
     repo.write_spec(data)
     text = render_dockerfile(load_package(NAME, repo.root))
-    assert "ARG BASE_IMAGE=model-zoo:pytorch-ipex-spr\nFROM ${BASE_IMAGE}\n" in text
+    assert "ARG BASE_IMAGE=model-zoo:pytorch-ipex-spr\nFROM ${BASE_IMAGE} AS runtime\n" in text
+
+
+SHARED_APT = """\
+# apt: the Debian packages of the parts openmpi, numactl, ssh, in one layer
+RUN apt-get update && \\
+    apt-get install -y --no-install-recommends openmpi-bin openmpi-common python3-mpi4py numactl openssh-client openssh-server && \\
+    apt-get clean && \\
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/*.log /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache && \\
+    mkdir -p /run/sshd && \\
+    rm -f /etc/ssh/ssh_host_*
+"""
+
+
+def test_parts_debian_packages_share_one_apt_layer_before_the_first_of_them(spec):
+    """openmpi, numactl and ssh declare packages: one RUN (one apt-get update, one cache)
+    installs them all, placed before the openmpi part; python keeps its own layer (the same
+    in every image, so the pip layers after it are shared)."""
+    text = render_dockerfile(spec)
+    assert SHARED_APT in text
+    assert text.count("apt-get update") == 3  # python's, the shared layer, apt_packages' (conditional)
+    assert text.index(SHARED_APT) < text.index("# openmpi:") < text.index("# ssh:")
+    assert text.index('pip install --no-cache-dir "${TF_PACKAGE}"') < text.index(SHARED_APT)
+
+
+def test_static_labels_come_last(spec):
+    """Labels after every layer: images that differ only in title share all their layers."""
+    text = render_dockerfile(spec)
+    assert text.endswith(
+        'LABEL org.opencontainers.image.title="demo-fp32-training" \\\n'
+        '      org.opencontainers.image.description="Demo FP32 training" \\\n'
+        '      org.opencontainers.image.licenses="Apache-2.0"\n')
+    assert text.count("LABEL ") == 1
+
+
+def test_build_context_line_says_what_the_dockerfile_adds(repo):
+    data = base_spec()
+    data["image"]["parts"] = ["base", "python", "entrypoint"]
+    data["image"]["build_args"] = {}
+    repo.write_spec(data)
+    text = render_dockerfile(load_package(NAME, repo.root))
+    assert "# Build context: none: nothing is ADDed or COPYed from it (docker build - < this file)\n" in text
+    assert "ADD " not in text

@@ -292,7 +292,7 @@ def test_misspelt_key_is_one_problem_not_also_a_missing_key(repo):
         "(allowed: description, docs, env_help, files, filesets, framework, hardware, image, images, licenses, mode, "
         "name, precision, quickstart, title, wrapper)",
         f"specs/{NAME}.yaml: image.tga: unknown key 'tga'; did you mean 'tag'? "
-        "(allowed: base_image, base_package, build_args, dockerfile, env, name, parts, tag, workdir)",
+        "(allowed: base_digest, base_image, base_package, build_args, dockerfile, env, name, parts, tag, workdir)",
     ], found
 
 

@@ -135,6 +135,8 @@ def test_build_sh_says_how_to_get_a_missing_base_image(wrapper_dir: Path, docker
     assert "docker images | grep pytorch-ipex-spr" in proc.stderr
     assert "modelpkg image build pytorch-ipex-spr" in proc.stderr
     assert f"docker build -t {BASE} - < dockerfiles/pytorch-ipex-spr.Dockerfile" in proc.stderr
+    assert "tar -xzf pytorch-ipex-spr.tar.gz && ./pytorch-ipex-spr/build.sh" in proc.stderr
+    assert "docker load -i pytorch-ipex-spr.image.tar.gz  (modelpkg image save pytorch-ipex-spr writes it)" in proc.stderr
     assert [c["argv"][0] for c in calls()] == ["images"]  # no build started
 
 
