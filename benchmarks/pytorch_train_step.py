@@ -8,6 +8,9 @@ both alike. Prints sequences/second per precision and the ratio (target >= 1.2 i
 
     python benchmarks/pytorch_train_step.py [--precisions bf16,fp32] [--steps 6] [--json]
 
+``make_batch``, ``hf_copy`` and ``hf_inputs`` are shared with
+``benchmarks/pytorch_pretrain_throughput.py`` (sequences/s and MFU on CUDA or CPU).
+
 The default config (4 layers, hidden 256, BERT's 30522-token vocabulary, seq 128, batch 8,
 20 predictions per sequence as in phase 1, one thread) runs in under a minute on an idle core.
 Both CPU-time and wall-clock rates are printed; the ratio uses CPU time, which a busy shared
@@ -49,6 +52,8 @@ def optional_import(name: str):
 
 
 def make_batch(config: BertConfig, batch: int, seq: int, preds: int, seed: int = 0) -> dict:
+    """A random pretraining batch (CPU tensors) as ``PretrainingBatches`` yields one: ``preds``
+    distinct masked positions per sequence, all weighted 1."""
     g = torch.Generator().manual_seed(seed)
     positions = torch.stack([torch.randperm(seq - 2, generator=g)[:preds] + 1 for _ in range(batch)])
     ids = torch.randint(5, config.vocab_size, (batch, seq), generator=g)
@@ -63,7 +68,18 @@ def make_batch(config: BertConfig, batch: int, seq: int, preds: int, seed: int =
     }
 
 
+def hf_copy(ours: BertForPreTraining, transformers):
+    """Hugging Face ``BertForPreTraining`` with ``ours``' config and a copy of its weights
+    (same parameter names), in training mode."""
+    hf_config = transformers.BertConfig(**{k: v for k, v in ours.config.to_dict().items()
+                                           if k != "architectures"})
+    hf = transformers.BertForPreTraining(hf_config).train()
+    hf.load_state_dict(ours.state_dict())
+    return hf
+
+
 def hf_inputs(b: dict) -> dict:
+    """``make_batch``'s batch as HF's inputs: MLM labels -100 except at the masked positions."""
     labels = torch.full_like(b["input_ids"], -100)
     labels.scatter_(1, b["masked_lm_positions"], b["masked_lm_ids"])
     return {"input_ids": b["input_ids"], "token_type_ids": b["token_type_ids"],
@@ -79,10 +95,7 @@ def bench(precision: str, config: BertConfig, batch: int, seq: int, preds: int, 
     runs = {"ours": (ours, Lamb(ours.parameters(), lr=1e-4), lambda: ours(**data)["loss"])}
     transformers = optional_import("transformers")
     if transformers is not None:
-        hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items()
-                                               if k != "architectures"})
-        hf = transformers.BertForPreTraining(hf_config).train()
-        hf.load_state_dict(ours.state_dict())
+        hf = hf_copy(ours, transformers)
         hf_data = hf_inputs(data)
         runs["hf"] = (hf, Lamb(hf.parameters(), lr=1e-4), lambda: hf(**hf_data).loss)
     ipex = optional_import("intel_extension_for_pytorch")

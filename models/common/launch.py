@@ -39,6 +39,16 @@
   all, prints each result and the aggregate (:func:`aggregate_results`: examples/s summed,
   latency percentiles over all instances' batches; ``--aggregate-file FILE`` writes it as
   JSON) and exits with the first failing instance's status (0 when all succeed).
+* ``--device cuda`` (or ``auto`` when the host has NVIDIA GPUs; the PyTorch quickstarts pass
+  their ``DEVICE``; ``gpus.py``
+  finds them with ``nvidia-smi -L`` or ``/proc/driver/nvidia/gpus``, narrowed by
+  ``CUDA_VISIBLE_DEVICES``;
+  ``--nvidia-smi-file`` reads a recorded list instead): one rank per GPU (``MPI_NUM_PROCESSES``
+  defaults to the GPUs; more ranks than GPUs on a host is an error), each rank started through
+  ``gpus.py``, which sets its ``CUDA_VISIBLE_DEVICES`` (and ``LOCAL_RANK``) from its local
+  rank; CPU binding and thread settings as on a CPU host. One GPU: one process with
+  ``CUDA_VISIBLE_DEVICES`` set. Without ``--device`` (or with ``cpu``) GPUs are not looked for:
+  the flag, not a ``DEVICE`` variable, so that no other package's launch changes with it.
 
 The command and the environment it sets are printed first (as a shell script you can paste),
 with one comment line per rank saying what that rank runs (its ``numactl`` command, or the CPUs
@@ -75,7 +85,7 @@ if __package__ in (None, ""):  # run as a file: make `models.common` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
         __file__)))))
 
-from models.common import bind, platform_info, precisions  # noqa: E402
+from models.common import bind, gpus, platform_info, precisions  # noqa: E402
 from models.common.redact import mask_credentials  # noqa: E402
 from models.common.platform_info import Platform, format_cpu_list, parse_cpu_list  # noqa: E402
 
@@ -90,6 +100,7 @@ AMX_ISA = "AVX512_CORE_AMX"
 # Every precision name the launcher takes (aliases such as bfloat16 become canonical names).
 PRECISIONS = precisions.CANONICAL
 LOCAL_HOST = "localhost"
+DEVICES = ("auto", "cpu", "cuda")  # --device / DEVICE
 # Set for each process started by --num-instances (read by the inference script).
 INSTANCE_VAR, NUM_INSTANCES_VAR, RESULT_FILE_VAR = ("LAUNCH_INSTANCE", "LAUNCH_NUM_INSTANCES",
                                                     "LAUNCH_RESULT_FILE")
@@ -103,7 +114,7 @@ MPI_FORWARD_NAMES = ("TF_BF16_CONVERSION", "PYTHONPATH", "HOROVOD_HIERARCHICAL_A
 DEFAULT_SSH_PORT = 3022  # the sshd port of Habana's containers
 AUTO_CORES_PER_INSTANCE = 4  # --numa-cores-per-instance auto: Intel's realtime inference setting
 FORWARD_PREFIXES = ("OMP_", "KMP_", "DNNL_", "ONEDNN_", "MKL_", "TF_", "HOROVOD_", "HABANA_",
-                    "NUM_INTRA_", "NUM_INTER_", "TORCH_", "PT_HPU_")
+                    "NUM_INTRA_", "NUM_INTER_", "TORCH_", "PT_HPU_", "NCCL_")
 MALLOC_LIBS = {
     "tcmalloc": ("libtcmalloc.so.4", "libtcmalloc.so", "libtcmalloc_minimal.so.4"),
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
@@ -381,6 +392,13 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     p.add_argument("--lscpu-file", metavar="FILE",
                    help="read the machine from a recorded `lscpu; lscpu --parse=CPU,Core,Socket,"
                         "Node` output instead of this machine")
+    p.add_argument("--device", choices=DEVICES,
+                   help="cuda: one rank per NVIDIA GPU of each host, each rank's "
+                        "CUDA_VISIBLE_DEVICES set; auto: cuda when this host has GPUs, else cpu; "
+                        "cpu (default): GPUs are not looked for")
+    p.add_argument("--nvidia-smi-file", metavar="FILE",
+                   help="read the GPUs from a recorded `nvidia-smi -L` output instead of this "
+                        "machine")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
     p.add_argument("--json", action="store_true",
                    help='print {"argv": [...], "env": {...}, "ranks": [...]} as JSON instead of '
@@ -711,8 +729,9 @@ class Plan:
         """One line per rank: where it runs and the command it execs."""
         lines = []
         for r in self.ranks:
+            gpu = f", CUDA_VISIBLE_DEVICES={r['gpu']}" if r.get("gpu") is not None else ""
             where = (f"instance {r['instance']} on {r['host']}" if "instance" in r else
-                     f"rank {r['rank']} on {r['host']} (local rank {r['local_rank']})")
+                     f"rank {r['rank']} on {r['host']} (local rank {r['local_rank']}{gpu})")
             if r["bind"] == "numactl":
                 how = ""
             elif r["bind"] == "sched_setaffinity":
@@ -770,9 +789,37 @@ def _precision_env(precision: Optional[str], platform: Platform, environ: Mappin
                         "bf16 math is emulated and slow")
 
 
+def load_gpus(opts: argparse.Namespace, environ: Mapping[str, str]) -> gpus.GpuHost:
+    """This host's GPUs (``gpus.detect``), or those of ``--nvidia-smi-file``."""
+    try:
+        return gpus.detect(environ, smi_file=getattr(opts, "nvidia_smi_file", None))
+    except OSError as exc:
+        raise LaunchError(f"--nvidia-smi-file {opts.nvidia_smi_file}: {exc.strerror}") from None
+
+
+def _gpu_ids(opts: argparse.Namespace, environ: Mapping[str, str],
+             gpu_host: Optional[gpus.GpuHost]) -> Tuple[List[str], str]:
+    """(GPU ids for the ranks of this host, what they are) for ``--device``; no ids: a CPU run."""
+    device = getattr(opts, "device", None)
+    if device not in ("cuda", "auto"):
+        return [], ""
+    host = gpu_host if gpu_host is not None else load_gpus(opts, environ)
+    if not host.gpus:
+        if device == "cuda":
+            narrowed = (f" (CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r})"
+                        if "CUDA_VISIBLE_DEVICES" in environ else "")
+            raise LaunchError(f"--device cuda but no NVIDIA GPU is visible: "
+                              f"{host.source} list(s) none{narrowed}; check the driver "
+                              "(nvidia-smi) and start containers with --gpus all, or use "
+                              "--device cpu (DEVICE=cpu in the PyTorch quickstarts)")
+        return [], ""
+    return host.ids, host.describe()
+
+
 def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: Platform,
-               tools: Tools) -> Plan:
-    """Pure: options + machine -> command line and environment."""
+               tools: Tools, gpu_host: Optional[gpus.GpuHost] = None) -> Plan:
+    """Pure: options + machine -> command line and environment (``gpu_host``: the GPUs for
+    ``--device cuda|auto``; detected when None)."""
     warnings: List[str] = []
     env: Dict[str, str] = {}
     unset: List[str] = []
@@ -796,11 +843,20 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         platform = platform.with_usable(own & platform.usable)
 
     hosts = parse_hosts(opts.hosts) if opts.hosts else []
+    gpu_ids, gpu_what = _gpu_ids(opts, environ, gpu_host)
     n = opts.mpi_num_processes
+    if gpu_ids and opts.mpi_num_processes_per_socket is not None:
+        raise LaunchError("--device cuda places one rank per GPU: drop "
+                          "MPI_NUM_PROCESSES_PER_SOCKET (--mpi-num-processes-per-socket)")
+    if n is None and gpu_ids and not hosts:
+        n = len(gpu_ids)
     if n is None and opts.mpi_num_processes_per_socket is not None and not hosts:
         n = len(platform.usable_sockets()) * opts.mpi_num_processes_per_socket
     use_mpi = bool(hosts) or (n or 1) > 1
 
+    if getattr(opts, "instance_mode", False) and gpu_ids:
+        raise LaunchError("--num-instances/--numa-cores-per-instance run on the CPU: add "
+                          "--device cpu")
     if getattr(opts, "instance_mode", False):
         if use_mpi:
             raise LaunchError("--num-instances/--numa-cores-per-instance start independent "
@@ -836,6 +892,10 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
                                 "unbound (install numactl for NUMA-local memory)")
         threads = len(slot.cpus)
         summary = f"1 process on CPUs {slot.cpulist} (NUMA {slot.mems}), {threads} thread(s)"
+        if gpu_ids:  # one GPU used: the process sees only it
+            env["CUDA_VISIBLE_DEVICES"] = gpu_ids[0]
+            ranks[0]["gpu"] = gpu_ids[0]
+            summary += f"; GPU {gpu_ids[0]} of {gpu_what}"
     else:
         mpirun = tools.mpirun
         if not mpirun:
@@ -854,6 +914,8 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         if hosts:
             if n is not None and any(s is None for _, s in hosts):
                 per_host = math.ceil(n / len(hosts))
+            elif gpu_ids:  # hosts are assumed to have this host's GPUs
+                per_host = len(gpu_ids)
             else:
                 per_host = len(platform.usable_sockets()) * (opts.mpi_num_processes_per_socket
                                                              or 1)
@@ -868,6 +930,10 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         else:
             local_n = n
         assert n is not None
+        if gpu_ids and local_n > len(gpu_ids):
+            raise LaunchError(f"{local_n} ranks on a host with {len(gpu_ids)} GPU(s) "
+                              f"({gpu_what}): one rank per GPU, NCCL cannot share one; set "
+                              f"MPI_NUM_PROCESSES to at most {len(gpu_ids) * max(1, len(hosts))}")
         pe_mode = opts.map_by_socket_pe is not None
         if pe_mode:
             pe, pe_cpus, pe_why = _socket_pe(platform, local_n, opts)
@@ -926,6 +992,9 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
             # could resolve to a different interpreter in the ranks than in this shell.
             command[0] = shutil.which(command[0], path=environ.get("PATH", os.defpath)) \
                 or command[0]
+        if gpu_ids:  # gpus.py sets each rank's CUDA_VISIBLE_DEVICES from its local rank
+            command = [tools.python, gpus.SCRIPT, "--gpus", ",".join(gpu_ids[:local_n]), "--",
+                       *command]
         tail = command if opts.no_bind or pe_mode else [*bind_argv, "--", *command]
         ranks = []
         placed = host_slots if hosts else [(LOCAL_HOST, n)]
@@ -940,6 +1009,9 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
                 slot_pair = bind.pick_slot([s.pair for s in slots], local_rank)
                 ranks.append({"rank": rank, "host": host, "local_rank": local_rank,
                               **bind.rank_binding(slot_pair, command, tools.numactl)})
+            if gpu_ids:
+                ranks[-1]["gpu"] = gpus.rank_env(gpu_ids[:local_n], local_rank)[
+                    "CUDA_VISIBLE_DEVICES"]
         where = f"{len(hosts)} host(s)" if hosts else "this host"
         if pe_mode:
             summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; mpirun binds "
@@ -947,6 +1019,8 @@ def build_plan(opts: argparse.Namespace, environ: Mapping[str, str], platform: P
         else:
             summary = (f"{n} MPI rank(s) on {where}, {threads} thread(s) each; local ranks "
                        "bound to " + " | ".join(f"{s.cpulist} (NUMA {s.mems})" for s in slots))
+        if gpu_ids:
+            summary += f"; one rank per GPU: {gpu_what}"
         summary += tcp_note
 
     local_threads = threads * (1 if not use_mpi else local_n)
@@ -1223,7 +1297,8 @@ def _is_open_mpi(mpirun: str) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, str]] = None,
-         platform: Optional[Platform] = None, tools: Optional[Tools] = None) -> int:
+         platform: Optional[Platform] = None, tools: Optional[Tools] = None,
+         gpu_host: Optional[gpus.GpuHost] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     environ = os.environ if environ is None else environ
     try:
@@ -1235,7 +1310,7 @@ def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, st
         if opts.lscpu_file and not opts.dry_run:
             _check_recorded_platform_is_here(opts, platform)
         tools_used = tools or Tools.detect(environ)
-        plan = build_plan(opts, environ, platform, tools_used)
+        plan = build_plan(opts, environ, platform, tools_used, gpu_host)
     except LaunchError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -89,7 +89,7 @@ def test_precision_as_the_first_argument(pt_package, fake_python, inputs, given,
                      "--seed=7")
     assert proc.returncode == 0, explain(proc)
     options, train = launch_call(fake_python)
-    assert options == ["--precision", canonical]
+    assert options == ["--precision", canonical, "--device", "auto"]
     assert train[1].endswith("/models/bert_large/pytorch/run_pretraining.py")
     assert f"--precision={canonical}" in train and "--phase=1" in train
     assert train[-2:] == ["--log_freq=4", "--seed=7"]  # the rest pass through, last
@@ -100,7 +100,7 @@ def test_precision_from_the_environment_and_the_same_argument(pt_package, fake_p
     proc = run_phase(pt_package, "run_bert_pretrain_phase2.sh", env, "bf16")
     assert proc.returncode == 0, explain(proc)
     options, train = launch_call(fake_python)
-    assert options == ["--precision", "bf16"]
+    assert options == ["--precision", "bf16", "--device", "auto"]
     assert f"--init_checkpoint={inputs['CHECKPOINT_DIR']}" in train and "--phase=2" in train
     assert train[-1] == "--warmup_proportion=0.128"  # no argument left to pass through
 
@@ -110,7 +110,7 @@ def test_flags_only_take_the_precision_from_the_environment(pt_package, fake_pyt
     proc = run_phase(pt_package, "run_bert_pretrain_phase1.sh", env, "--log_freq=2")
     assert proc.returncode == 0, explain(proc)
     options, train = launch_call(fake_python)
-    assert options == ["--precision", "fp32"] and train[-1] == "--log_freq=2"
+    assert options == ["--precision", "fp32", "--device", "auto"] and train[-1] == "--log_freq=2"
     assert "--train_batch_size=224" in train and "--max_steps=7038" in train
 
 

@@ -28,7 +28,7 @@ TRAIN = REPO / "models" / "bert_large" / "pytorch" / "run_pretraining.py"
 LR_SCRIPT = Path(__file__).with_name("ipex_lr_script.py")
 QUICKSTART_VARS = ("PRECISION", "OUTPUT_DIR", "DATASET_DIR", "CONFIG_FILE", "CHECKPOINT_DIR",
                    "BATCH_SIZE", "MAX_STEPS", "MPI_NUM_PROCESSES", "DNNL_MAX_CPU_ISA",
-                   "LEARNING_RATE", "ONEDNN_VERBOSE")
+                   "LEARNING_RATE", "ONEDNN_VERBOSE", "DEVICE")
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,18 @@ def test_ddp_with_ipex_bf16_ends_with_identical_weights(ipex_python, package_dir
     s = summary(tmp_path)
     assert (s["world_size"], s["backend"], s["ipex"], s["precision"]) == (2, "gloo", True, "bf16")
     assert len(s["rank_weight_digests"]) == 2 and s["weights_identical_on_all_ranks"], s
+
+
+def test_ipex_refuses_cuda_with_one_line(ipex_python: Path, tiny_dataset, tmp_path: Path):
+    """IPEX runs on the CPU only: --device=cuda with IPEX in use is a usage error (exit 2, one
+    line, nothing written); --no_ipex would leave the choice to CUDA itself."""
+    dataset, config = tiny_dataset
+    proc = run([ipex_python, TRAIN, "--phase=1", "--device=cuda", f"--input_dir={dataset}",
+                f"--output_dir={tmp_path / 'out'}", f"--bert_config_file={config}",
+                "--max_steps=1", "--train_batch_size=2"], env=ipex_env(ipex_python), check=False)
+    assert proc.returncode == 2, proc.stdout
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --device=cuda (DEVICE=cuda): intel_extension_for_pytorch is in use, "
+                      "which runs on the CPU only; add --no_ipex to train on the GPU, or use "
+                      "--device=cpu"], proc.stdout
+    assert "Traceback" not in proc.stdout and not (tmp_path / "out").exists()

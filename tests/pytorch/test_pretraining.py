@@ -23,7 +23,8 @@ def _window_losses(output: str) -> list[float]:
 def _quickstart_env(**extra: str) -> dict[str, str]:
     env = child_env(**extra)
     for name in ("PRECISION", "OUTPUT_DIR", "DATASET_DIR", "CONFIG_FILE", "CHECKPOINT_DIR",
-                 "BATCH_SIZE", "MAX_STEPS", "MPI_NUM_PROCESSES", "DNNL_MAX_CPU_ISA"):
+                 "BATCH_SIZE", "MAX_STEPS", "MPI_NUM_PROCESSES", "DNNL_MAX_CPU_ISA", "DEVICE",
+                 "CUDA_VISIBLE_DEVICES"):
         if name not in extra:
             env.pop(name, None)
     return env
@@ -127,6 +128,8 @@ def test_avx_fp32_unsets_dnnl_max_cpu_isa(package_dir: Path, tiny_dataset, tmp_p
         ("run_bert_pretrain_phase1.sh", None, {"CONFIG_FILE": "/"}, "CONFIG_FILE=/ is a directory. Set CONFIG_FILE to the path to bert_config.json"),
         ("run_bert_pretrain_phase1.sh", None, {"BATCH_SIZE": "lots"}, "BATCH_SIZE=lots is not a positive integer"),
         ("run_bert_pretrain_phase1.sh", None, {"MAX_STEPS": "0"}, "MAX_STEPS=0 is not a positive integer"),
+        ("run_bert_pretrain_phase1.sh", None, {"DEVICE": "tpu"}, "DEVICE=tpu is not a device. Set DEVICE to auto (the default: the NVIDIA GPUs when torch sees one, else the CPU), cuda or cpu"),
+        ("run_bert_pretrain_phase2.sh", None, {"DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": ""}, "DEVICE=cuda but no NVIDIA GPU is visible on this host (nvidia-smi -L and /proc/driver/nvidia/gpus list none, CUDA_VISIBLE_DEVICES=). Check the driver and start containers with --gpus all, or set DEVICE=cpu"),
         ("run_bert_pretrain_phase2.sh", "CHECKPOINT_DIR", {}, "CHECKPOINT_DIR is not set. Set CHECKPOINT_DIR to the model_save directory in phase 1's OUTPUT_DIR"),
         ("run_bert_pretrain_phase2.sh", None, {"CHECKPOINT_DIR": "."}, "model.safetensors not found: CHECKPOINT_DIR must point to the model_save directory written by phase 1"),
     ],

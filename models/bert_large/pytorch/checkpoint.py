@@ -48,10 +48,12 @@ def has_state(model_save: Path, phase: int) -> bool:
     return saved_phase(model_save) == phase
 
 
-def load_state(model_save: Path) -> dict:
-    """The training state (``phase``, ``step``, ``samples``, ``optimizer``, ``scheduler``)."""
+def load_state(model_save: Path, map_location="cpu") -> dict:
+    """The training state (``phase``, ``step``, ``samples``, ``optimizer``, ``scheduler``), its
+    tensors on ``map_location`` (``optimizer.load_state_dict`` then moves them to the weights'
+    device, so a state saved on a GPU resumes on a CPU and the other way round)."""
     try:
-        return torch.load(model_save / STATE, map_location="cpu", weights_only=True)
+        return torch.load(model_save / STATE, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file: one line naming it
         raise CheckpointError(f"cannot read the training state {model_save / STATE}: {exc}; "
                               "remove it to start this phase again") from None
@@ -113,6 +115,18 @@ def recover_interrupted_save(output_dir: Path) -> None:
         olds[-1].rename(target)
 
 
+def _on_cpu(obj):
+    """``obj`` (a state dict: dicts, lists, tensors) with every tensor copied to the CPU, so the
+    file holds no device it cannot be loaded without (a model trained on a GPU saves CPU data)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def save(output_dir: Path, model: BertForPreTraining, optimizer, scheduler, step: int, phase: int,
          samples: int) -> Path:
     """Write model_save/ (config.json, model.safetensors, training_state.pt) atomically."""
@@ -125,8 +139,8 @@ def save(output_dir: Path, model: BertForPreTraining, optimizer, scheduler, step
     (tmp / CONFIG).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     save_file(model.hf_state_dict(), str(tmp / WEIGHTS), metadata={"format": "pt"})
     torch.save(
-        {"phase": phase, "step": step, "samples": samples, "optimizer": optimizer.state_dict(),
-         "scheduler": scheduler.state_dict()},
+        {"phase": phase, "step": step, "samples": samples,
+         "optimizer": _on_cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict()},
         tmp / STATE,
     )
     old = output_dir / f".{MODEL_SAVE}.old-{os.getpid()}"
@@ -159,5 +173,5 @@ def weights_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().float().contiguous().numpy().tobytes())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -41,7 +41,7 @@ STORE_ANSWER_S = 3.0  # a store call that takes longer: its host (rank 0) does n
 PREFIX = "modelpkg/"
 
 _FAILURE_TEXT = ("gloo", "Gloo", "Timed out", "timed out", "Connection closed by peer",
-                 "Connection reset by peer", "Broken pipe", "ProcessGroup", "oneCCL")
+                 "Connection reset by peer", "Broken pipe", "ProcessGroup", "oneCCL", "NCCL")
 
 
 class CollectiveError(Exception):

@@ -1,4 +1,4 @@
-"""BERT pretraining, phase 1 (seq 128) or phase 2 (seq 512), on CPU with PyTorch.
+"""BERT pretraining, phase 1 (seq 128) or phase 2 (seq 512), with PyTorch on CPUs or NVIDIA GPUs.
 
 Single process::
 
@@ -8,6 +8,11 @@ Single process::
 Several processes (DDP over gloo, or oneCCL when its bindings import) through the launcher::
 
     MPI_NUM_PROCESSES=2 python models/common/launch.py -- python .../run_pretraining.py ...
+
+``--device auto|cuda|cpu`` (``device.py``, the one seam; auto: CUDA when torch sees a GPU): on
+CUDA the model and batches live on this rank's GPU, bf16 is CUDA autocast, and several ranks
+are DDP over NCCL (``launch.py --device cuda`` starts one rank per GPU). ``--torch_compile``
+compiles the training module with ``torch.compile``.
 
 Phase 2 starts from phase 1's ``OUTPUT_DIR/model_save`` (``--init_checkpoint``). Rank and world
 size come from the MPI environment (``models.common.dist_env``); ``MASTER_ADDR`` and
@@ -48,6 +53,7 @@ import torch.distributed as dist  # noqa: E402
 
 from models.bert_large import packing  # noqa: E402
 from models.bert_large.pytorch import checkpoint, collectives  # noqa: E402
+from models.bert_large.pytorch import device as devices  # noqa: E402
 from models.bert_large.pytorch.data import PHASE_GLOBS, PretrainingBatches, find_files, record_shape  # noqa: E402
 from models.bert_large.pytorch.modeling import BertConfig, BertForPreTraining, num_parameters  # noqa: E402
 from models.bert_large.pytorch.optimization import create_optimizer  # noqa: E402
@@ -106,7 +112,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log_freq", type=int, default=10)
     p.add_argument("--save_steps", type=int, default=500, help="0: save only at the end")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--dist_backend", default="auto", choices=("auto", "gloo", "ccl"))
+    p.add_argument("--device", default="auto", metavar="{auto,cuda,cpu}",
+                   help="where to train (DEVICE in the quickstarts): auto (default) takes this "
+                        "rank's GPU when torch sees one (not with IPEX or avx-fp32), else the CPU")
+    p.add_argument("--dist_backend", default="auto", choices=("auto", "gloo", "ccl", "nccl"),
+                   help="auto: nccl on CUDA; on the CPU ccl when oneccl_bindings_for_pytorch "
+                        "imports, else gloo")
+    p.add_argument("--torch_compile", action="store_true",
+                   help="run the training module through torch.compile (inductor)")
     p.add_argument(runtime_env.COLLECTIVE_TIMEOUT_FLAG, metavar="SECONDS", default=None,
                    help=f"give up a collective (allreduce, barrier) after SECONDS and stop the job "
                         f"naming the rank(s) that did not answer (default: "
@@ -130,6 +143,10 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.train_batch_size % args.gradient_accumulation_steps:
         raise UsageError(f"--train_batch_size={args.train_batch_size} must be a multiple of "
                          f"--gradient_accumulation_steps={args.gradient_accumulation_steps}")
+    try:
+        args.device = devices.check_choice(args.device)
+    except devices.DeviceError as exc:
+        raise UsageError(str(exc)) from None
     if not 0 <= args.warmup_proportion <= 1:
         raise UsageError(f"--warmup_proportion={args.warmup_proportion} must be within [0, 1]")
     if not Path(args.input_dir).is_dir():
@@ -178,7 +195,10 @@ def import_ipex(disabled: bool):
     return ipex
 
 
-def setup_precision(precision: str, ipex) -> None:
+def setup_precision(precision: str, ipex, device: devices.Device | None = None) -> None:
+    if device is not None and device.is_cuda:  # TF32 for bf32 (device.py)
+        devices.configure_matmul(device, precision)
+        return
     if precision == "bf32":  # fp32 tensors, bf16 math inside oneDNN matmuls
         if ipex is not None:
             ipex.set_fp32_math_mode(mode=ipex.FP32MathMode.BF32, device="cpu")
@@ -189,23 +209,31 @@ def setup_precision(precision: str, ipex) -> None:
 
 
 def setup_distributed(env: dist_env.DistEnv, backend: str, timeout_s: float | None = None,
-                      monitor: collectives.CollectiveMonitor | None = None) -> str | None:
+                      monitor: collectives.CollectiveMonitor | None = None,
+                      device: devices.Device | None = None) -> str | None:
     """The process group (None: one process). With ``timeout_s`` the ranks first meet at rank
-    0's store (``collectives.join``), then every collective gives up after ``timeout_s``."""
+    0's store (``collectives.join``), then every collective gives up after ``timeout_s``. The
+    backend follows the device (``devices.ddp_backend``: NCCL on CUDA)."""
     if env.world_size == 1:
         return None
-    if backend in ("auto", "ccl"):
+    kind = device.kind if device is not None else "cpu"
+    ccl_importable = False
+    if kind == "cpu" and backend in ("auto", "ccl"):
         try:
             import oneccl_bindings_for_pytorch  # noqa: F401 - registers the "ccl" backend
 
-            backend = "ccl"
+            ccl_importable = True
         except Exception as exc:  # noqa: BLE001 - missing, or built for another torch
             if backend == "ccl":
                 raise UsageError(
                     f"--dist_backend=ccl needs oneccl_bindings_for_pytorch, which does not "
                     f"import ({type(exc).__name__}: {exc}); install the build matching torch "
                     f"{torch.__version__}, or use --dist_backend=gloo") from None
-            backend = "gloo"
+    try:
+        backend = devices.ddp_backend(kind, backend, ccl_importable)
+    except devices.DeviceError as exc:
+        raise UsageError(str(exc)) from None
+    extra = {"device_id": device.torch_device} if kind == "cuda" else {}
     if "MASTER_ADDR" not in os.environ and env.local_size < env.world_size:
         raise UsageError(f"{env.world_size} ranks over several hosts: set MASTER_ADDR to the "
                          "address of the host of rank 0 (the first host) and MASTER_PORT to a "
@@ -214,7 +242,7 @@ def setup_distributed(env: dist_env.DistEnv, backend: str, timeout_s: float | No
     os.environ.setdefault("MASTER_PORT", "29500")
     if timeout_s is None:
         dist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
-                                world_size=env.world_size)
+                                world_size=env.world_size, **extra)
         return backend
     host, port = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
     if not port.strip().isdigit() or not 0 < int(port) < 65536:
@@ -228,7 +256,7 @@ def setup_distributed(env: dist_env.DistEnv, backend: str, timeout_s: float | No
         monitor.store, monitor.store_address = store, f"{host}:{port}"
         monitor.at("the set-up of the process group")
     dist.init_process_group(backend=backend, store=store, rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+                            timeout=datetime.timedelta(seconds=timeout_s), **extra)
     return backend
 
 
@@ -252,13 +280,14 @@ def collective_errors(monitor: collectives.CollectiveMonitor | None):
 @dataclasses.dataclass(frozen=True)
 class Setup:
     """What ``setup`` decided: this process' rank, the DDP backend (None: one process),
-    intel_extension_for_pytorch (None: not used) and the output folder."""
+    intel_extension_for_pytorch (None: not used), the output folder and the device."""
 
     env: dist_env.DistEnv
     backend: str | None
     ipex: object
     output_dir: Path
     monitor: collectives.CollectiveMonitor | None = None
+    device: devices.Device = devices.Device("cpu", "default")
 
     def log(self, message: str) -> None:
         if self.env.is_primary:
@@ -284,21 +313,45 @@ class Setup:
             dist.destroy_process_group()
 
 
+def select_device(args: argparse.Namespace, env: dist_env.DistEnv, ipex) -> devices.Device:
+    """``--device`` resolved for this rank (``device.select``); IPEX and avx-fp32 keep a run on
+    the CPU. A device that cannot be had is a ``UsageError``."""
+    cpu_only = None
+    if ipex is not None:
+        cpu_only = ("intel_extension_for_pytorch is in use, which runs on the CPU only; add "
+                    "--no_ipex to train on the GPU, or use --device=cpu")
+    elif args.precision == "avx-fp32":
+        cpu_only = ("--precision=avx-fp32 is a CPU setting (oneDNN's instruction set); use fp32, "
+                    "bf32 (TF32 matmuls) or bf16 on the GPU, or --device=cpu")
+    try:
+        device = devices.select(args.device, env.local_rank, cpu_only)
+    except devices.DeviceError as exc:
+        raise UsageError(str(exc)) from None
+    if args.torch_compile and ipex is not None:
+        raise UsageError("--torch_compile with intel_extension_for_pytorch (which optimises the "
+                         "model itself) is not supported: add --no_ipex, or drop --torch_compile")
+    return device
+
+
 def setup(args: argparse.Namespace) -> Setup:
-    """Threads, ranks, ipex and precision; rank 0 creates OUTPUT_DIR and repairs an
-    interrupted save before any rank looks at model_save."""
+    """Threads, ipex, the device, ranks and precision; rank 0 creates OUTPUT_DIR and repairs
+    an interrupted save before any rank looks at model_save."""
     if args.precision == "avx-fp32":  # also when started without the launcher; before oneDNN runs
         os.environ.pop("DNNL_MAX_CPU_ISA", None)
     env = dist_env.from_environ()
     setup_threads()
+    ipex = import_ipex(args.no_ipex)
+    device = select_device(args, env, ipex)
+    devices.activate(device)  # before the process group: NCCL works on the current GPU
     monitor = (collectives.CollectiveMonitor(env.rank, env.world_size, args.collective_timeout)
                if env.world_size > 1 else None)
     with collective_errors(monitor):
-        backend = setup_distributed(env, args.dist_backend, args.collective_timeout, monitor)
-    ipex = import_ipex(args.no_ipex)
-    setup_precision(args.precision, ipex)
+        backend = setup_distributed(env, args.dist_backend, args.collective_timeout, monitor,
+                                    device)
+    setup_precision(args.precision, ipex, device)
     run = Setup(env=env, backend=backend, ipex=ipex, output_dir=Path(args.output_dir),
-                monitor=monitor)
+                monitor=monitor, device=device)
+    run.log(devices.describe(device))
     with run.collective_errors():
         if env.is_primary:
             run.output_dir.mkdir(parents=True, exist_ok=True)
@@ -326,8 +379,9 @@ def load_or_create_model(args: argparse.Namespace, run: Setup
 
 
 def open_data(args: argparse.Namespace, run: Setup, config: BertConfig, step: int):
-    """(files, endless micro-batches of this rank's share): sequence length and predictions
-    default to the records'; a resumed run reshuffles with ``seed + step``."""
+    """(files, endless micro-batches of this rank's share, on this rank's device): sequence
+    length and predictions default to the records'; a resumed run reshuffles with
+    ``seed + step``."""
     files = find_files(args.input_dir, PHASE_GLOBS[args.phase])
     seq_len, max_pred = record_shape(files[0])
     mode = {"auto": None, "true": True, "false": False}[args.packed_data]
@@ -355,12 +409,12 @@ def open_data(args: argparse.Namespace, run: Setup, config: BertConfig, step: in
         raise UsageError(f"sequence length {args.max_seq_length} exceeds the model's "
                          f"max_position_embeddings={config.max_position_embeddings}")
     micro = args.train_batch_size // args.gradient_accumulation_steps
-    batches = iter(PretrainingBatches(
+    batches = PretrainingBatches(
         files, micro, args.max_seq_length, args.max_predictions_per_seq,
         rank=run.env.rank, world_size=run.env.world_size, seed=args.seed + step,
         vocab_size=config.vocab_size, type_vocab_size=config.type_vocab_size,
-    ))
-    return files, batches
+    )
+    return files, devices.DeviceBatches(batches, run.device)  # pinned, non_blocking on CUDA
 
 
 # ----------------------------------------------------------------------------- training
@@ -378,20 +432,20 @@ class Progress:
 def train(args, run: Setup, model, train_model, optimizer, scheduler, batches,
           progress: Progress, global_batch: int) -> Progress:
     """Optimizer steps up to --max_steps: accumulation, clipping, logging every --log_freq
-    steps (means over ranks), a save every --save_steps (rank 0)."""
+    steps (means over ranks), a save every --save_steps (rank 0). ``train_model`` is the DDP
+    module, or its ``torch.compile`` form, which passes ``no_sync`` on to it."""
     backend = run.backend
     accumulation = args.gradient_accumulation_steps
-    bf16 = args.precision == "bf16"
-
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    dev = run.device.torch_device
 
     train_model.train()
     window = {"loss": 0.0, "mlm": 0.0, "nsp": 0.0, "correct": 0, "count": 0, "n": 0, "t": 0.0}
     while progress.step < args.max_steps:
         t0 = time.perf_counter()
-        totals = torch.zeros(3)  # loss, mlm loss, nsp loss summed over micro-batches
-        correct = count = 0
+        # loss, mlm loss, nsp loss / mlm correct, count: summed over micro-batches on the
+        # device, read once per step (one host sync on CUDA)
+        totals = torch.zeros(3, device=dev)
+        counts = torch.zeros(2, dtype=torch.long, device=dev)
         run.at(f"step {progress.step + 1}: forward/backward and the gradient allreduce (DDP)")
         for micro_step in range(accumulation):
             try:
@@ -401,12 +455,11 @@ def train(args, run: Setup, model, train_model, optimizer, scheduler, batches,
             last = micro_step == accumulation - 1
             sync = train_model.no_sync() if backend and not last else contextlib.nullcontext()
             with sync:
-                with autocast():
+                with devices.autocast(run.device, args.precision):
                     out = train_model(**batch)
                 (out["loss"] / accumulation).backward()
             totals += torch.stack([out[k].detach().float() for k in ("loss", "mlm_loss", "nsp_loss")])
-            correct += int(out["mlm_correct"])
-            count += int(out["mlm_count"])
+            counts += torch.stack([out["mlm_correct"].detach(), out["mlm_count"]])
         if args.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         lr = optimizer.param_groups[0]["lr"]  # logged: what this step used, read from the optimizer
@@ -416,13 +469,15 @@ def train(args, run: Setup, model, train_model, optimizer, scheduler, batches,
         progress.step += 1
         progress.samples += global_batch
         step = progress.step
+        loss = (totals / accumulation).tolist()  # waits for the step's device work
+        correct, count = counts.tolist()
         seconds = time.perf_counter() - t0
 
-        loss = (totals / accumulation).tolist()
         if backend:  # report the mean over ranks
             run.at(f"step {step}: the allreduce of the logged losses")
-            t = torch.tensor(loss[:3] + [correct, count], dtype=torch.float64)
+            t = torch.tensor(loss[:3] + [correct, count], dtype=torch.float64, device=dev)
             dist.all_reduce(t)
+            t = t.cpu()
             loss = (t[:3] / run.env.world_size).tolist()
             correct, count = int(t[3]), int(t[4])
         if not all(math.isfinite(v) for v in loss[:3]):
@@ -467,7 +522,8 @@ def build_optimizer(args: argparse.Namespace, run: Setup, model):
 
 def prepare_for_training(args: argparse.Namespace, run: Setup, model, optimizer, scheduler):
     """(model, optimizer, the module to call): ipex-optimised when ipex is used, wrapped in
-    DDP when there are several ranks (``model`` stays the unwrapped one, for saving).
+    DDP when there are several ranks (on this rank's GPU on CUDA), then compiled with
+    ``--torch_compile`` (``model`` stays the unwrapped one, for saving).
 
     ``ipex.optimize`` changes the model and the optimizer in place (``inplace=True``): without
     it, it returns copies, and ``scheduler``, built on the original optimizer, would go on
@@ -483,7 +539,10 @@ def prepare_for_training(args: argparse.Namespace, run: Setup, model, optimizer,
                            "model or optimizer: the LR scheduler would not drive the optimizer "
                            "that steps; run with --no_ipex")
     run.at("the broadcast of rank 0's initial weights (DDP set-up)")
-    train_model = torch.nn.parallel.DistributedDataParallel(model) if run.backend else model
+    train_model = (torch.nn.parallel.DistributedDataParallel(model, **devices.ddp_kwargs(run.device))
+                   if run.backend else model)
+    if args.torch_compile:
+        train_model = torch.compile(train_model)
     return model, optimizer, train_model
 
 
@@ -515,6 +574,7 @@ def main(argv=None) -> int:
     run = setup(args)                                           # 2. threads, ranks, precision
     with run.collective_errors():  # a failed collective: one line naming the stuck rank
         model, source, state = load_or_create_model(args, run)  # 3. model and optimizer
+        model.to(run.device.torch_device)  # before the optimizer: its state follows the weights
         optimizer, scheduler, opt_kind, warmup = build_optimizer(args, run, model)
         progress = Progress()
         if state is not None:
@@ -534,7 +594,8 @@ def main(argv=None) -> int:
         micro = args.train_batch_size // args.gradient_accumulation_steps
         global_batch = args.train_batch_size * env.world_size
         run.log(f"BERT pretraining phase {args.phase}: {source}; {num_parameters(model) / 1e6:.1f}M "
-                f"parameters; precision {args.precision}; world size {env.world_size} "
+                f"parameters; precision {args.precision}; device {run.device.torch_device}; "
+                f"torch.compile {'on' if args.torch_compile else 'off'}; world size {env.world_size} "
                 f"({run.backend or 'single process'}); optimizer {opt_kind}; ipex "
                 f"{'on' if run.ipex is not None else 'off'}; {len(files)} file(s); global batch "
                 f"{global_batch} = {env.world_size} x {micro} x {args.gradient_accumulation_steps} "
@@ -556,7 +617,8 @@ def main(argv=None) -> int:
                 "first_loss": progress.first_loss, "final_loss": progress.last_loss,
                 "throughput_sequences_per_second": round(throughput, 3),
                 "elapsed_seconds": round(elapsed, 3), "optimizer": opt_kind,
-                "ipex": run.ipex is not None, "model_save": str(path),
+                "ipex": run.ipex is not None, "device": run.device.kind,
+                "torch_compile": args.torch_compile, "model_save": str(path),
                 "packed_data": args.packing.path if args.packing else None,
                 "avg_sequences_per_row": args.packing.avg_seq_per_sample if args.packing else 1.0,
                 "weights_identical_on_all_ranks": len(set(digests)) == 1,

@@ -79,7 +79,7 @@ Usage: ./quickstart/${script} [PRECISION] [run_pretraining.py flags ...]
 
 ${does}.
 It runs models/bert_large/pytorch/run_pretraining.py through models/common/launch.py (numactl
-binding; MPI ranks when MPI_NUM_PROCESSES > 1).
+binding; MPI ranks when MPI_NUM_PROCESSES > 1; on NVIDIA GPUs one rank per GPU, DDP over NCCL).
 
 Required:
   PRECISION          ${precisions:-see models/common/precisions.py} (aliases such as bfloat16 are accepted);
@@ -92,7 +92,9 @@ Optional:
   MAX_STEPS          training steps (default ${bert_pt_default_max_steps})
   GRADIENT_ACCUMULATION_STEPS  steps per optimizer update (default ${bert_pt_default_accumulation})
   LEARNING_RATE      peak learning rate of the LAMB schedule (default ${bert_pt_default_learning_rate})
-  MPI_NUM_PROCESSES  number of MPI processes (see models/common/launch.py --help)
+  MPI_NUM_PROCESSES  number of MPI processes (see models/common/launch.py --help); on GPUs
+                     default: one per GPU
+  DEVICE             auto (default: the NVIDIA GPUs when torch sees one, else the CPU), cuda or cpu
 Further arguments go to run_pretraining.py and override its defaults, e.g. --log_freq=10.
 Exit status: 0 done, 2 a variable or argument to fix (nothing was started), else the training's.
 EOF
@@ -141,6 +143,7 @@ bert_pt_start() {
     fi
     bert_pt_args=("$@")
     bert_pt_resolve_precision "${arg}" "${script}"
+    bert_pt_check_device
 
     local glob example
     if [[ "${bert_pt_phase}" == 1 ]]; then
@@ -152,6 +155,20 @@ bert_pt_start() {
     if ! compgen -G "${DATASET_DIR}/${glob}" >/dev/null; then
         qs_usage_error "no ${DATASET_DIR}/${glob} files. Set DATASET_DIR to the TF records directory (with ${example}, ...)"
     fi
+}
+
+# bert_pt_check_device: DEVICE (default auto) is auto, cuda or cpu; cuda needs an NVIDIA GPU that
+# models/common/gpus.py finds (nvidia-smi -L or /proc/driver/nvidia/gpus). Sets and exports DEVICE.
+bert_pt_check_device() {
+    DEVICE="${DEVICE:-auto}"
+    case "${DEVICE}" in
+        auto | cuda | cpu) ;;
+        *) qs_usage_error "DEVICE=${DEVICE} is not a device. Set DEVICE to auto (the default: the NVIDIA GPUs when torch sees one, else the CPU), cuda or cpu" ;;
+    esac
+    if [[ "${DEVICE}" == cuda ]] && ! python3 "${pkg_dir}/models/common/gpus.py" --list >/dev/null 2>&1; then
+        qs_usage_error "DEVICE=cuda but no NVIDIA GPU is visible on this host (nvidia-smi -L and /proc/driver/nvidia/gpus list none${CUDA_VISIBLE_DEVICES+, CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES}}). Check the driver and start containers with --gpus all, or set DEVICE=cpu"
+    fi
+    export DEVICE
 }
 
 # bert_pt_require_file VAR "what the file is" EXAMPLE: VAR is set and names an existing file (not a
@@ -177,7 +194,7 @@ bert_pt_check_output_dir() {
 }
 
 # bert_pt_pretrain MODEL_FLAG: run run_pretraining.py for the phase through the launcher with the
-# quickstart's settings (BATCH_SIZE, MAX_STEPS, GRADIENT_ACCUMULATION_STEPS, LEARNING_RATE, or
+# quickstart's settings (DEVICE, BATCH_SIZE, MAX_STEPS, GRADIENT_ACCUMULATION_STEPS, LEARNING_RATE, or
 # the phase's defaults), MODEL_FLAG (--bert_config_file=... or --init_checkpoint=...) and the
 # pass-through arguments; the output is also written to OUTPUT_DIR/bert_pretrain_phase<PHASE>.log
 # (appended to, so a resumed run keeps the earlier part).
@@ -192,9 +209,11 @@ bert_pt_pretrain() {
     python_bin="$(python3 -c 'import sys; print(sys.executable)')"
     export PYTHONPATH="${pkg_dir}${PYTHONPATH:+:${PYTHONPATH}}"
 
-    "${python_bin}" "${pkg_dir}/models/common/launch.py" --precision "${PRECISION}" -- \
+    # --device: one rank per GPU on CUDA (DEVICE checked by bert_pt_check_device)
+    "${python_bin}" "${pkg_dir}/models/common/launch.py" --precision "${PRECISION}" --device "${DEVICE}" -- \
         "${python_bin}" "${pkg_dir}/models/bert_large/pytorch/run_pretraining.py" \
         --phase="${bert_pt_phase}" \
+        --device="${DEVICE}" \
         "${model_flag}" \
         --input_dir="${DATASET_DIR}" \
         --output_dir="${OUTPUT_DIR}" \

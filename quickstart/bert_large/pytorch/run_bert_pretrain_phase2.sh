@@ -8,7 +8,8 @@
 #           lists the precisions this package supports), OUTPUT_DIR, DATASET_DIR, CHECKPOINT_DIR.
 # Optional: BATCH_SIZE (sequences per process per step, default 28), MAX_STEPS (default 1563),
 #           GRADIENT_ACCUMULATION_STEPS (default 1), LEARNING_RATE (default 4e-3),
-#           MPI_NUM_PROCESSES (ranks; see the launcher). Further arguments go to
+#           MPI_NUM_PROCESSES (ranks; see the launcher), DEVICE (auto, cuda or cpu; auto: the
+#           NVIDIA GPUs, one rank each, when torch sees them). Further arguments go to
 #           run_pretraining.py. Defaults follow the LAMB recipe of NVIDIA's BERT pretraining
 #           (bert_pt_set_phase in bert_large_pt_common.sh, the shared logic, holds them).
 # Exit status: 0 done or --help, 2 a variable or argument to fix (before any work), else the
