@@ -31,6 +31,10 @@ fi
 echo "setup: installing Python packages"
 # torch is pinned to the CPU build; a bare 'torch' would pull several GB of CUDA wheels.
 python3 -m pip install -q "torch==2.13.0" -e ".[tensorflow,pytorch,test]"
+# keras-hub: the peer column of benchmarks/tf_train_step.py. --no-deps: its tensorflow-text
+# requirement would install the full `tensorflow` wheel over tensorflow-cpu (its other
+# requirements are not needed to build a BertBackbone; regex, rich, absl come with the above).
+python3 -m pip install -q --no-deps "keras-hub==0.32.0"
 # TensorFlow 2.15.1 / Keras 2.15 (what Habana's Gaudi bridge pins) in its own venv, for
 # tests/tf215 (the TF BERT suite on Keras 2).
 if .venv-tf215/bin/python -c "import tensorflow as tf; assert tf.__version__ == '2.15.1'" \

@@ -313,19 +313,115 @@ def test_loss_falls_on_synthetic_task(precision):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
 
 
-@pytest.mark.slow
-def test_benchmark_script_prints_both_precisions_and_ratio():
+def test_xla_train_step_matches_tf_function_step():
+    """make_train_step(jit_compile=True) (what tf_train_step.py --xla measures) trains the
+    same: same losses as the plain tf.function step from the same weights, no dropout."""
+    modeling.set_precision("fp32")
+    config = modeling.BertConfig.from_dict(make_config_dict(
+        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    features = {k: tf.constant(v) for k, v in _synthetic_pretraining_batch(config).items()}
+    losses = {}
+    for xla in (False, True):
+        keras.utils.set_random_seed(0)
+        model = modeling.BertForPreTraining(config)
+        step = loop.make_train_step(model, pretraining_loss, keras.optimizers.Adam(2e-3),
+                                    jit_compile=xla)
+        losses[xla] = [float(step(features)) for _ in range(5)]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=2e-4, atol=2e-4)
+    assert losses[True][-1] < losses[True][0]
+
+
+def test_xla_bf16_train_step_loss_falls():
+    modeling.set_precision("bf16")
+    try:
+        config = modeling.BertConfig.from_dict(make_config_dict(
+            max_position_embeddings=32, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0))
+        model = modeling.BertForPreTraining(config)
+        step = loop.make_train_step(model, pretraining_loss, keras.optimizers.Adam(2e-3),
+                                    jit_compile=True)
+        features = {k: tf.constant(v) for k, v in _synthetic_pretraining_batch(config).items()}
+        losses = [float(step(features)) for _ in range(30)]
+    finally:
+        modeling.set_precision("fp32")
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+_TINY_BENCH = ["--layers", "1", "--hidden", "32", "--heads", "2", "--vocab", "100",
+               "--seq_length", "16", "--batch_size", "2", "--masked_positions", "2"]
+
+
+def _run_benchmark(script, *args):
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(
-        [sys.executable, os.path.join(repo, "benchmarks", "tf_train_step.py"), "--layers", "1",
-         "--hidden", "32", "--heads", "2", "--vocab", "100", "--seq_length", "16",
-         "--batch_size", "2", "--masked_positions", "2", "--warmup", "1", "--steps", "2",
-         "--json"],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, os.path.join(repo, "benchmarks", script), *_TINY_BENCH, *args,
+         "--json"], capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "bf16/fp32 speed ratio" in proc.stdout
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(summary["results"]) == {"fp32", "bf16"}
-    assert all(r["examples_per_sec"] > 0 for r in summary["results"].values())
-    assert summary["bf16_over_fp32"] > 0
+    return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_benchmark_script_prints_both_precisions_and_ratio():
+    out, summary = _run_benchmark("tf_train_step.py", "--warmup", "1", "--steps", "2")
+    assert "bf16/fp32 speed ratio, tf.function (CPU time)" in out
+    assert "bf16/fp32 speed ratio, XLA (CPU time)" in out
+    assert "ex/cpu-s" in out and "FLOP-weighted kernel ceiling" in out
+    (r,) = summary["shapes"].values()
+    cols = r["columns"]
+    assert {"ours_fp32", "ours_bf16", "ours_xla_fp32", "ours_xla_bf16"} <= set(cols)
+    for c in cols.values():
+        assert c["examples_per_cpu_s"] > 0 and c["examples_per_sec"] > 0
+        assert np.isfinite(c["final_loss"])
+    assert r["bf16_over_fp32"] > 0 and r["bf16_over_fp32_xla"] > 0
+    # The kernel ceiling: every matmul of the step timed in both precisions.
+    ceiling = r["kernel_ceiling"]
+    assert len(ceiling["kernels"]) == 7
+    assert all(k["fp32"] > 0 and k["bf16"] > 0 for k in ceiling["kernels"])
+    assert r["kernel_bf16_over_fp32"] > 0
+    assert cols["ours_bf16"]["share_of_kernel_ceiling"] > 0
+    assert r["gflop_per_step"] > 0
+    if importlib.util.find_spec("keras_hub") is not None:
+        assert {"keras_hub_fp32", "keras_hub_bf16"} <= set(cols)
+        assert "ours/keras_hub bf16, tf.function (CPU time)" in out
+        assert r["ours_over_keras_hub_bf16"] > 0
+    else:
+        assert "keras_hub column skipped" in out
+
+
+@pytest.mark.slow
+def test_benchmark_script_without_keras_hub_skips_the_column():
+    out, summary = _run_benchmark("tf_train_step.py", "--warmup", "1", "--steps", "1",
+                                  "--xla", "off", "--no_kernels", "--no_keras_hub")
+    assert "keras_hub column skipped: --no_keras_hub" in out
+    (r,) = summary["shapes"].values()
+    assert set(r["columns"]) == {"ours_fp32", "ours_bf16"}
+    assert "kernel_ceiling" not in r
+
+
+def test_benchmark_flop_count_matches_kernel_cases():
+    """The step's model FLOPs = 3 x the forward FLOPs of the matmuls the ceiling times (plus
+    the small pooler/NSP/MLM-transform matmuls it leaves out)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "benchmarks"))
+    import tf_train_step as bench  # noqa: PLC0415
+
+    args = bench._parse([])
+    for shape in bench.SHAPES.values():
+        timed = sum(case[-1] for case in bench.kernel_cases(shape, args))
+        h, b = shape["hidden"], shape["batch_size"]
+        untimed = h * h * b * args.masked_positions + (h * h + 2 * h) * b
+        assert bench.step_flops(shape, args) == pytest.approx(3 * timed + 6 * untimed)
+
+
+@pytest.mark.slow
+def test_step_profile_prints_op_types_and_cast_share():
+    out, summary = _run_benchmark("tf_step_profile.py", "--warmup", "1", "--steps", "1")
+    assert "op type" in out and "top ops:" in out and "fp32 vs bf16" in out
+    fp32, bf16 = summary["profiles"]["fp32"], summary["profiles"]["bf16"]
+    assert any("MatMul" in k for k in fp32["by_type_ms"])
+    assert fp32["op_ms_per_step"] > 0 and bf16["op_ms_per_step"] > 0
+    # The mixed policy casts (weights to bf16, logits to fp32); fp32 needs no float casts.
+    assert bf16["casts_per_step"] > fp32["casts_per_step"]
+    assert 0 < bf16["cast_share"] < 1

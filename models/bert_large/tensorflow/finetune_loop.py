@@ -102,13 +102,15 @@ class TrainStats:
     seconds: float
 
 
-def make_train_step(model, loss_fn: Callable, optimizer, comm=None) -> Callable:
+def make_train_step(model, loss_fn: Callable, optimizer, comm=None,
+                    jit_compile: bool = False) -> Callable:
     """A compiled training step ``step(batch) -> float32 loss``: forward, ``loss_fn(outputs,
     batch)``, gradients and the optimizer update. With ``comm`` (sync mode) the gradients and
-    the loss are averaged across ranks before the update."""
+    the loss are averaged across ranks before the update. ``jit_compile``: XLA (measured by
+    ``benchmarks/tf_train_step.py --jit_compile``)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile)
     def step(batch):
         with tf.GradientTape() as tape:
             outputs = model(batch, training=True)
@@ -125,13 +127,18 @@ def make_train_step(model, loss_fn: Callable, optimizer, comm=None) -> Callable:
 
 
 def train(model, batches: Iterator, loss_fn: Callable, optimizer, steps: int, batch_size: int,
-          rt: Runtime, log_steps: int, profiler=None, dllog=None) -> TrainStats:
+          rt: Runtime, log_steps: int, profiler=None, dllog=None,
+          jit_compile: bool = False) -> TrainStats:
     """Run ``steps`` optimizer steps. ``loss_fn(outputs, batch)`` returns a scalar loss.
     In sync mode the gradients are averaged across ranks before clipping and the update.
     ``profiler`` (``profiling.StepProfiler``) traces its steps; ``dllog``
-    (``pretraining_loop.DLLogger``) gets one record per logged step."""
+    (``pretraining_loop.DLLogger``) gets one record per logged step. ``jit_compile``
+    (``--xla``): the step is XLA-compiled; not with sync mode (checked by the flags)."""
     sync = rt.sync
-    step_fn = make_train_step(model, loss_fn, optimizer, rt.comm if sync else None)
+    if jit_compile and rt.writes_outputs:
+        log.info("train step: XLA (jit_compile)")
+    step_fn = make_train_step(model, loss_fn, optimizer, rt.comm if sync else None,
+                              jit_compile=jit_compile)
     world = rt.env.world_size if sync else 1
     loss_log: list[dict] = []
     window_losses: list[float] = []
@@ -221,7 +228,8 @@ def fine_tune(model, arrays: Mapping[str, np.ndarray], loss_fn: Callable,
               kind="METADATA")
     try:
         stats = train(model, batches, loss_fn, optimizer, steps, flags.train_batch_size, rt,
-                      flags.log_steps, profiler=profiler, dllog=dllog)
+                      flags.log_steps, profiler=profiler, dllog=dllog,
+                      jit_compile=bool(getattr(flags, "xla", False)))
     finally:
         profiler.stop()
     dllog.log([], {"final_loss": stats.final_loss, "train_seconds": stats.seconds,

@@ -165,11 +165,36 @@ def add_gaudi_flags(group, horovod_help: str) -> None:
              "TensorFlow's scoped-allocator graph optimisation on/off (default: TF's choice)")
     add_bool(group, "amp", False, "NVIDIA's float16 automatic mixed precision: not "
              "supported, only --noamp / --amp=False is accepted (bf16: TF_BF16_CONVERSION)")
-    add_bool(group, "use_xla", False, "XLA compilation: not supported, only --nouse_xla / "
-             "--use_xla=False is accepted")
+    add_bool(group, "use_xla", False, "Habana's/NVIDIA's XLA switch: not supported, only "
+             "--nouse_xla / --use_xla=False is accepted (--xla compiles the train step)")
     group.add_argument("--iterations_per_loop", type=int, default=1,
                        help="steps per host loop in Habana's/TPU estimators; these scripts "
                             "run one step per call, which gives the same training")
+
+
+XLA_HELP = ("compile the train step with XLA (tf.function jit_compile): faster on CPU, first "
+            "step slower; single process only")
+
+
+def add_xla_flag(group) -> None:
+    """``--xla``: the training scripts build their train step with ``jit_compile=True``.
+    Checked by :func:`check_gaudi_flags` (device) and :func:`check_xla_ranks` (ranks)."""
+    add_bool(group, "xla", False, XLA_HELP)
+
+
+def _refuse_xla_on_hpu(flags: argparse.Namespace, device_name: str) -> None:
+    if getattr(flags, "xla", False):
+        raise FlagError(f"--xla=True: the device is {device_name}, a Gaudi HPU, where Habana's "
+                        "bridge compiles the graph itself; drop --xla (or use --device=cpu)")
+
+
+def check_xla_ranks(flags: argparse.Namespace, world_size: int, sync: bool) -> None:
+    """``--xla`` with several ranks averaging gradients is refused: the allreduce inside the
+    train step is a Python call (mpi4py / Horovod) that XLA cannot compile."""
+    if getattr(flags, "xla", False) and sync and world_size > 1:
+        raise FlagError(f"--xla=True with {world_size} ranks synchronising gradients: the "
+                        "gradient allreduce is a Python call that XLA cannot compile; drop "
+                        "--xla or run a single process")
 
 
 def bf16_config_env() -> str:
@@ -190,8 +215,9 @@ def check_gaudi_flags(flags: argparse.Namespace) -> None:
                         "supported; use --noamp, and TF_BF16_CONVERSION=bf16_config/bert.json "
                         "or --precision=bf16 for bfloat16")
     if flags.use_xla:
-        raise FlagError("--use_xla=True: XLA compilation is not supported by these scripts; "
-                        "use --nouse_xla")
+        raise FlagError("--use_xla=True: Habana's/NVIDIA's XLA switch is not supported by "
+                        "these scripts; use --nouse_xla (--xla=True XLA-compiles the train step "
+                        "on CPU, single process)")
     if flags.iterations_per_loop < 1:
         raise FlagError(f"--iterations_per_loop={flags.iterations_per_loop} must be >= 1")
     try:
@@ -203,10 +229,14 @@ def check_gaudi_flags(flags: argparse.Namespace) -> None:
             flags.precision, flags.bf16_config_path)
     except bf16_config.Bf16ConfigError as err:
         raise FlagError(str(err)) from None
+    if flags.device == "hpu":
+        _refuse_xla_on_hpu(flags, "--device=hpu")
     try:
         flags.device_choice = device.select(flags.device)
     except device.DeviceError as err:
         raise FlagError(str(err)) from None
+    if flags.device_choice.is_hpu:
+        _refuse_xla_on_hpu(flags, f"--device={flags.device} -> hpu")
 
 
 OPTIMIZED_SOFTMAX_REFUSAL = (
@@ -275,6 +305,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     g = p.add_argument_group("device, precision and Habana's flags")
     add_gaudi_flags(g, "under mpirun: synchronous data-parallel training of one model "
                        "(same as --mpi_workers_sync_gradients=True)")
+    add_xla_flag(g)
 
     g = p.add_argument_group("multi-process (mpirun)")
     add_bool(g, "mpi_workers_sync_gradients", False,
@@ -464,6 +495,10 @@ def validate_common(flags: argparse.Namespace, needs_training_flags: bool) -> Be
     check_collective_timeout(flags)
     check_collectives_engine()
     check_gaudi_flags(flags)
+    from models.common import dist_env  # noqa: PLC0415 - standard library only
+
+    world = dist_env.from_environ().world_size  # the same rule as runtime.setup_runtime
+    check_xla_ranks(flags, world, bool(flags.mpi_workers_sync_gradients or flags.horovod))
     if needs_training_flags:
         if flags.train_batch_size < 1:
             raise FlagError(f"--train_batch_size={flags.train_batch_size} must be >= 1")

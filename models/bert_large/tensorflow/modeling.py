@@ -166,7 +166,9 @@ class BertSelfAttention(keras.layers.Layer):
         qkv = self.qkv(hidden)  # [B, S, 3H]
         qkv = tf.reshape(qkv, [batch, seq, 3, n, d])
         qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])  # [3, B, N, S, D]
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        # unstack, not qkv[0], qkv[1], qkv[2]: the gradient is one stack instead of three
+        # zero-filled [3, B, N, S, D] StridedSliceGrads summed (tf_step_profile.py).
+        q, k, v = tf.unstack(qkv, num=3, axis=0)
         q = q * tf.cast(1.0 / math.sqrt(d), q.dtype)
         scores = tf.matmul(q, k, transpose_b=True)  # [B, N, S, S]
         # Softmax in float32 whatever the compute dtype.

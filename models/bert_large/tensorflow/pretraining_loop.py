@@ -137,7 +137,7 @@ class PretrainingStep:
     """Compiled micro-batch / optimizer-step functions for one model and optimizer."""
 
     def __init__(self, model, optimizer, comm, num_accumulation_steps: int,
-                 allreduce_post_accumulation: bool = True):
+                 allreduce_post_accumulation: bool = True, jit_compile: bool = False):
         if num_accumulation_steps < 1:
             raise ValueError("num_accumulation_steps must be >= 1")
         self.model = model
@@ -152,9 +152,15 @@ class PretrainingStep:
             self.accumulators = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False,
                                              name=f"grad_accum_{i}")
                                  for i, v in enumerate(self.variables)]
-        self._micro = tf.function(self._micro_step, reduce_retracing=True, autograph=False)
-        self._apply = tf.function(self._apply_step, autograph=False)
-        self._single = tf.function(self._single_step, reduce_retracing=True, autograph=False)
+        if jit_compile and self.distributed:
+            raise ValueError("jit_compile (--xla) needs a single process: the gradient "
+                             "allreduce is a Python call that XLA cannot compile")
+        xla = {"jit_compile": True} if jit_compile else {}
+        self._micro = tf.function(self._micro_step, reduce_retracing=True, autograph=False,
+                                  **xla)
+        self._apply = tf.function(self._apply_step, autograph=False, **xla)
+        self._single = tf.function(self._single_step, reduce_retracing=True, autograph=False,
+                                   **xla)
 
     def _grads(self, features):
         with tf.GradientTape() as tape:

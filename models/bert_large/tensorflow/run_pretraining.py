@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "several ranks always averages gradients (one model), with "
                                 "Horovod when importable, else mpi4py "
                                 "($MODELPKG_COLLECTIVES=horovod|mpi4py forces one)")
+    tf_flags.add_xla_flag(g)
     return p
 
 
@@ -154,6 +155,9 @@ def validate_flags_or_throw(flags: argparse.Namespace):
     tf_flags.check_collective_timeout(flags)
     tf_flags.check_collectives_engine()
     tf_flags.check_gaudi_flags(flags)
+    # Several ranks always average gradients here.
+    world = dist_env.from_environ().world_size
+    tf_flags.check_xla_ranks(flags, world, sync=world > 1)
     config = tf_flags.load_bert_config(flags.bert_config_file)
     tf_flags.check_max_seq_length(flags, config)
     return config
@@ -329,7 +333,9 @@ def _train(flags, env, comm, model, optimizer, data, position, step, train_files
     world = env.world_size
     global_batch = flags.train_batch_size * flags.num_accumulation_steps * world
     trainer = loop.PretrainingStep(model, optimizer, comm, flags.num_accumulation_steps,
-                                   flags.allreduce_post_accumulation)
+                                   flags.allreduce_post_accumulation, jit_compile=flags.xla)
+    if flags.xla and env.is_primary:
+        log.info("train step: XLA (jit_compile)")
     log.info("training steps %d -> %d; %d rank(s) x %d micro-batches x %d sequences = %d "
              "per step; LAMB peak lr %g, warmup %d; precision %s", step,
              flags.num_train_steps, world, flags.num_accumulation_steps,
