@@ -93,12 +93,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             os.sched_setaffinity(0, parse_cpu_list(slot[0]))
         except OSError as exc:
             print(f"bind.py: warning: could not bind to CPUs {slot[0]}: {exc}", file=sys.stderr)
-    final = list(plan["command"])
+    return exec_command(list(plan["command"]), "bind.py")
+
+
+def exec_command(command: List[str], prog: str) -> int:
+    """Replace this process with ``command`` (the per-rank wrappers' last step); when it
+    cannot start, one ``PROG: error:`` line and 127, as a shell says."""
     sys.stdout.flush()
     try:
-        os.execvp(final[0], final)
+        os.execvp(command[0], command)
     except OSError as exc:
-        print(f"bind.py: error: cannot run {final[0]!r}: {exc.strerror}", file=sys.stderr)
+        print(f"{prog}: error: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
         return 127
     return 0  # not reached
 

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a file: make `models.common` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
         __file__)))))
 
-from models.common import dist_env  # noqa: E402
+from models.common import bind, dist_env  # noqa: E402
 
 __all__ = ["Gpu", "GpuHost", "parse_nvidia_smi_list", "parse_proc_gpus", "detect",
            "visible", "SCRIPT"]
@@ -172,13 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"gpus.py: error: {exc}", file=sys.stderr)
         return 2
     os.environ.update(rank_env(ids, local))
-    sys.stdout.flush()
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        print(f"gpus.py: error: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
-        return 127
-    return 0  # not reached
+    return bind.exec_command(list(command), "gpus.py")
 
 
 if __name__ == "__main__":
