@@ -245,15 +245,10 @@ def render_dockerfile(package: Package, *, pip_cert_secret: bool = True) -> str:
         f"# Build context: {context}\n"
     )
     apt, stages = SharedAptLayer(), Stages()
-    bodies = []
-    for part in spec.image.parts:
-        declared = bool(apt.parts)
-        body = render_part(package, part, pip_cert_secret=pip_cert_secret, apt=apt, stages=stages)
-        if apt.parts and not declared:
-            apt_at = len(bodies)
-        bodies.append(body)
-    if apt.parts:
-        bodies.insert(apt_at, apt.render())
+    bodies = [render_part(package, part, pip_cert_secret=pip_cert_secret, apt=apt, stages=stages)
+              for part in spec.image.parts]
+    if apt.parts:  # before the first part that declared packages
+        bodies.insert(spec.image.parts.index(apt.parts[0]), apt.render())
     bodies.append(static_labels(spec))
     text = header + "\n" + "\n".join(bodies)
     declared = set(re.findall(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)", text, flags=re.M))

@@ -6,12 +6,13 @@ the storage driver (`overlay`, `vfs`) is configurable because overlay needs kern
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from packager.image.base import (
@@ -40,7 +41,6 @@ def _uncompressed(archive: Path, tmp: Path) -> Path:
     with gzip.open(archive, "rb") as src, open(plain, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     return plain
-
 
 
 class BuildahBuilder:
@@ -135,9 +135,11 @@ class BuildahBuilder:
         return proc.returncode == 0
 
     def image_digest(self, image: str) -> str | None:
-        if not self.image_exists(image):
-            return None
-        return self._capture(["inspect", "--type", "image", "--format", "{{.FromImageDigest}}", image]) or None
+        proc = subprocess.run(
+            self._global_args() + ["inspect", "--type", "image", "--format", "{{.FromImageDigest}}", image],
+            capture_output=True, text=True, check=False,
+        )
+        return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
     def pull(self, image: str, log: LogFn) -> None:
         run_streamed_build(self._global_args() + ["pull", image], self.name, "buildah pull", log)
@@ -152,11 +154,8 @@ class BuildahBuilder:
         return [Layer(size, by) for size, by in zip(sizes, made_by)]
 
     def capture(self, image: str, command: Sequence[str]) -> str:
-        container = self._capture(["from", "--pull-never", "--quiet", image])
-        try:
+        with self._container(image) as container:
             return self._capture(["run", "--isolation", self.isolation, container, "--", *command])
-        finally:
-            subprocess.run(self._global_args() + ["rm", container], capture_output=True, check=False)
 
     def save(self, image: str, dest: Path, fmt: str, log: LogFn) -> None:
         transport = {"docker": "docker-archive", "oci": "oci-archive"}[fmt]
@@ -192,8 +191,7 @@ class BuildahBuilder:
                 f"image {request.image} is not in buildah storage; build it first with "
                 f"{request.build_hint('buildah')}"
             )
-        container = self._capture(["from", "--pull-never", "--quiet", request.image])
-        try:
+        with self._container(request.image) as container:
             argv = self.run_argv(container, request)
             log("$ " + printable_argv(argv))
             # stdout+stderr go through `log`, like the docker builder's log stream
@@ -205,7 +203,12 @@ class BuildahBuilder:
                 for line in proc.stdout:
                     log(line.rstrip("\r\n"))
                 return proc.wait()
+
+    @contextlib.contextmanager
+    def _container(self, image: str) -> Iterator[str]:
+        """A working container of ``image`` (``buildah from``), removed afterwards."""
+        container = self._capture(["from", "--pull-never", "--quiet", image])
+        try:
+            yield container
         finally:
-            subprocess.run(
-                self._global_args() + ["rm", container], capture_output=True, check=False
-            )
+            subprocess.run(self._global_args() + ["rm", container], capture_output=True, check=False)

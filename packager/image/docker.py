@@ -212,8 +212,8 @@ class DockerBuilder:
 
         log(f"docker load -i {archive}")
         try:
-            with open(archive, "rb") as handle:
-                images = self.client.images.load(handle.read())
+            with open(archive, "rb") as handle:  # streamed: an image archive can be GBs
+                images = self.client.images.load(handle)
         except DockerException as exc:
             raise ImageError(f"docker could not load {archive}: {exc}") from exc
         return [tag for img in images for tag in (img.tags or [img.id])]

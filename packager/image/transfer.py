@@ -27,9 +27,13 @@ GZIP_LEVEL = 1
 _BLOCK = 1 << 20
 
 
-def archive_path(out_dir: Path, name: str, fmt: str) -> Path:
+def _check_format(fmt: str) -> None:
     if fmt not in ARCHIVE_FORMATS:
         raise ImageUsageError(f"--format {fmt!r}: choose one of {', '.join(ARCHIVE_FORMATS)}")
+
+
+def archive_path(out_dir: Path, name: str, fmt: str) -> Path:
+    _check_format(fmt)
     return Path(out_dir) / f"{name}{IMAGE_ARCHIVE_SUFFIX if fmt == 'docker' else OCI_ARCHIVE_SUFFIX}"
 
 
@@ -79,8 +83,7 @@ def _gzip_into(raw: Path, dest: Path, log: LogFn) -> str:
 
 def save_image(builder: Builder, image: str, dest: Path, fmt: str, log: LogFn) -> str:
     """Write ``image`` to ``dest`` (gzip archive in ``fmt``) and ``dest.sha256``; the sha256."""
-    if fmt not in ARCHIVE_FORMATS:
-        raise ImageUsageError(f"--format {fmt!r}: choose one of {', '.join(ARCHIVE_FORMATS)}")
+    _check_format(fmt)
     if builder.image_digest(image) is None:
         raise ImageRunError(f"image {image} is not in {builder.name} storage; build it first "
                             f"(modelpkg image build NAME --builder {builder.name})")

@@ -176,7 +176,7 @@ class _ShippingImages:
         return _SavedImage()
 
     def load(self, data):
-        self.loaded = data
+        self.loaded = data.read() if hasattr(data, "read") else data
         return [type("Image", (), {"tags": ["model-zoo:pytorch-ipex-spr"], "id": "sha256:ff"})()]
 
 
