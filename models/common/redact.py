@@ -8,6 +8,7 @@ executed always keeps the real values.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Optional
 
 # scheme://userinfo@ : the userinfo ends at the last "@" before the path ("/", "?", "#") or a
@@ -32,3 +33,12 @@ def mask_credentials(text: str, name: Optional[str] = None) -> str:
     if name and name.lower().endswith("_proxy") and "://" not in masked:
         masked = _BARE_USERINFO.sub(lambda m: f"{m.group('user')}:***@", masked)
     return masked
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with its ``user:password@`` removed entirely (not masked): for a URL that is
+    published, an image label or an SBOM reference."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -16,6 +16,7 @@ from packager.conventions import DEFAULT_OUTPUT_DIR, SBOM_PATH_IN_IMAGE, SBOM_SU
 from packager.image.actions import BuildOptions, build_image, image_reference, read_sbom, run_quickstart
 from packager.image.base import ARCHIVE_FORMATS, ImageError
 from packager.image.labels import created_timestamp
+from packager.image.sbom import sbom_file_name
 from packager.image.transfer import archive_path, load_image, save_image
 from packager.image.context import parse_key_values, secrets as parse_secrets
 from packager.image.select import BUILDER_NAMES, select_builder
@@ -164,7 +165,7 @@ def save_command(
     except ImageError as exc:
         _log(f"no SBOM beside it: {exc}")
         return
-    sbom_file = Path(output_dir) / f"{name}{SBOM_SUFFIX}"
+    sbom_file = Path(output_dir) / sbom_file_name(name)
     atomic_write_text(sbom_file, document.rstrip("\n") + "\n")
     _log(f"wrote {sbom_file} (the SBOM inside the image)")
 

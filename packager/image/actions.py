@@ -22,7 +22,7 @@ from pathlib import Path
 
 from packager.archive import atomic_write_text, write_plan
 from packager.conventions import (
-    DEFAULT_OUTPUT_DIR, MANIFEST, OCI_LABEL_PREFIX, PIP_CERT_SECRET, SBOM_PATH_IN_IMAGE, SBOM_SUFFIX, context_package_path,
+    DEFAULT_OUTPUT_DIR, MANIFEST, OCI_LABEL_PREFIX, PIP_CERT_SECRET, SBOM_PATH_IN_IMAGE, context_package_path,
 )
 from packager.dockerfile import render_dockerfile
 from packager.image import sbom
@@ -148,7 +148,7 @@ def add_sbom(package: Package, builder: Builder, request: BuildRequest, manifest
         revision=request.labels.get(OCI_LABEL_PREFIX + "revision"),
     )
     sbom.validate_sbom(document)
-    dest = Path(out_dir) / f"{spec.name}{SBOM_SUFFIX}"
+    dest = Path(out_dir) / sbom.sbom_file_name(spec.name)
     atomic_write_text(dest, document)
     log(f"sbom: {len(inventory.python)} Python and {len(inventory.debian)} Debian packages "
         f"in {time.monotonic() - start:.1f} s; wrote {dest}")

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from models.common.redact import without_userinfo
 from packager.archive import source_date_epoch
 from packager.conventions import OCI_LABEL_PREFIX, PROJECT_LICENSE
 
@@ -62,7 +62,7 @@ def _source_url(root: Path) -> str | None:
     url = _git(root, "config", "--get", "remote.origin.url")
     if not url or not ("://" in url or url.startswith("git@")):
         return None
-    return re.sub(r"(://)[^/@]*@", r"\1", url)  # no user or token in a label
+    return without_userinfo(url)  # no user or token in a label
 
 
 def build_labels(root: Path, epoch: int | None, now: float | None = None) -> dict[str, str]:

@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import urllib.parse
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 
 # SBOM_PATH_IN_IMAGE (inside the image) and SBOM_SUFFIX (the file beside it) are owned by
 # packager.conventions and re-exported here.
+from models.common.redact import without_userinfo
 from packager.conventions import (PROJECT_LICENSE, SBOM_PATH_IN_IMAGE, SBOM_SUFFIX,
                                   mask_credentials)
 from packager.image.base import ImageError
@@ -317,14 +317,6 @@ def _licenses(text: str | None) -> list[Any]:
         text, license_acknowledgement=LicenseAcknowledgement.DECLARED)]
 
 
-def _without_userinfo(url: str) -> str:
-    """`url` without `user:password@`: an SBOM is published, credentials must not be."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
 def _tool_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -356,7 +348,7 @@ def _build_bom(inventory: Inventory, *, package_name: str, package_version: str,
         image_props.append(Property(name=PROP_REVISION, value=revision))
     if source_url:
         image_refs.append(ExternalReference(
-            type=ExternalReferenceType.VCS, url=XsUri(_without_userinfo(source_url)),
+            type=ExternalReferenceType.VCS, url=XsUri(without_userinfo(source_url)),
             comment=f"revision {revision}" if revision else None))
     image = Component(
         type=ComponentType.CONTAINER, name=image_ref, bom_ref=f"image:{image_ref}",
