@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from models.bert_large.pytorch import device as devices  # noqa: E402
+from models.common import platform_info  # noqa: E402
 from models.bert_large.pytorch.modeling import BertConfig, BertForPreTraining, num_parameters  # noqa: E402
 from models.bert_large.pytorch.optimization import Lamb  # noqa: E402
 from pytorch_train_step import hf_copy, hf_inputs, make_batch, optional_import  # noqa: E402
@@ -70,19 +71,6 @@ def gpu_peak(name: str, precision: str) -> float | None:
         if key.lower() in name.lower():
             return bf16 if precision == "bf16" else fp32
     return None
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else the machine type."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.machine() or "CPU"
 
 
 def matmul_rate(dtype: torch.dtype, threads: int, n: int = 1024, seconds: float = 0.5) -> float:
@@ -243,7 +231,7 @@ def main(argv=None) -> int:
                      if peak else f"unknown for {name}: pass --peak-tflops")
         peaks = {"peak_tflops": peak, "peak_source": "given" if args.peak_tflops else "table"}
     else:
-        name = cpu_name()
+        name = platform_info.detect().model_name or "CPU"  # the launcher's reading of the machine
         threads = torch.get_num_threads()
         rate = matmul_rate(dtype, threads) / 1e12
         one = matmul_rate(dtype, 1) / 1e12
